@@ -1,0 +1,1 @@
+"""Move a file between servers while clients download it."""

@@ -1,0 +1,184 @@
+"""
+The file server: answers C{GET <name> <offset>} with the file's bytes from
+that offset, read in chunks as the connection drains, never the whole file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from reloc.protocol import (
+    BAD_OFFSET,
+    EOF_LINE,
+    FORBIDDEN,
+    NOT_FOUND,
+    LineReceiver,
+    ProtocolError,
+    Request,
+    dataHeader,
+    encodeError,
+    parseRequest,
+)
+
+#: Bytes read from disk and sent as one frame.
+CHUNK_SIZE = 256 * 1024
+
+
+def openServed(base: str, name: str) -> tuple[int, int]:
+    """
+    Open a file below C{base} for reading.
+
+    @param base: the served folder, already resolved with C{os.path.realpath}.
+    @param name: a name that passed L{reloc.protocol.validateName}.
+    @return: an open descriptor and the file's size.
+    @raise ProtocolError: 403 if the name leads outside C{base}, 404 if
+        there is no regular file under it.
+    """
+    path = os.path.realpath(os.path.join(base, name))
+    if os.path.commonpath([base, path]) != base:
+        raise ProtocolError(FORBIDDEN, "name leads outside the served folder")
+    try:
+        # O_NONBLOCK keeps a FIFO from blocking the open; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ProtocolError(NOT_FOUND, "no such file") from None
+    except OSError as e:
+        raise ProtocolError(NOT_FOUND, f"cannot open: {e.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ProtocolError(NOT_FOUND, "not a regular file")
+    return fd, info.st_size
+
+
+@implementer(IPullProducer)
+class FileSender:
+    """
+    Write one file as C{DATA} frames, a chunk each time the transport asks.
+
+    The size is fixed when the file is opened; a file that shrinks under it
+    ends the connection without C{EOF}, so the reader knows it is incomplete.
+    """
+
+    def __init__(self, protocol: FileServerProtocol, fd: int, offset: int, size: int):
+        self._protocol = protocol
+        self._fd = fd
+        self._offset = offset
+        self._size = size
+
+    def resumeProducing(self) -> None:
+        transport = self._protocol.transport
+        assert transport is not None
+        if self._offset >= self._size:
+            self.stopProducing()
+            transport.write(EOF_LINE)
+            transport.unregisterProducer()
+            transport.loseConnection()
+            return
+        want = min(CHUNK_SIZE, self._size - self._offset)
+        chunk = os.pread(self._fd, want, self._offset)
+        if not chunk:
+            self.stopProducing()
+            self._protocol.log.warn(
+                "file {name} shrank while it was served", name=self._protocol.name
+            )
+            transport.unregisterProducer()
+            transport.abortConnection()
+            return
+        self._offset += len(chunk)
+        transport.writeSequence([dataHeader(len(chunk)), chunk])
+
+    def stopProducing(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FileServerProtocol(Protocol):
+    """
+    One request, then the file or one C{ERR} line.
+    """
+
+    log = Logger()
+    factory: FileServerFactory
+    name: str | None = None
+
+    def connectionMade(self) -> None:
+        self._lines = LineReceiver()
+        self._sender: FileSender | None = None
+        self._idle: IDelayedCall | None = self.factory.clock.callLater(
+            self.factory.idleTimeout, self._idleTimedOut
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._lines is None:
+            # One request per connection: later bytes are dropped unread.
+            return
+        try:
+            line = self._lines.feed(data)
+            if line is None:
+                return
+            self._lines = None
+            self._cancelIdle()
+            self._serve(parseRequest(line))
+        except ProtocolError as e:
+            self._refuse(e)
+
+    def _serve(self, request: Request) -> None:
+        self.name = request.name
+        fd, size = openServed(self.factory.base, request.name)
+        if request.offset > size:
+            os.close(fd)
+            raise ProtocolError(BAD_OFFSET, "offset beyond the end of the file")
+        assert self.transport is not None
+        self._sender = FileSender(self, fd, request.offset, size)
+        self.transport.registerProducer(self._sender, False)
+
+    def _refuse(self, error: ProtocolError) -> None:
+        self._lines = None
+        self._cancelIdle()
+        self.log.info(
+            "request refused: {code} {reason}", code=error.code, reason=error.reason
+        )
+        assert self.transport is not None
+        self.transport.write(encodeError(error.code, error.reason))
+        self.transport.loseConnection()
+
+    def _idleTimedOut(self) -> None:
+        self._idle = None
+        assert self.transport is not None
+        self.transport.abortConnection()
+
+    def _cancelIdle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancelIdle()
+        if self._sender is not None:
+            self._sender.stopProducing()
+
+
+class FileServerFactory(Factory):
+    """
+    Serve the regular files below one folder.
+
+    @ivar base: the served folder, resolved.
+    @ivar clock: schedules the idle timeout.
+    @ivar idleTimeout: seconds a connection may take to send its request.
+    """
+
+    protocol = FileServerProtocol
+
+    def __init__(self, base: str, clock: IReactorTime, idleTimeout: float = 30.0):
+        self.base = os.path.realpath(base)
+        self.clock = clock
+        self.idleTimeout = idleTimeout

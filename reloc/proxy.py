@@ -1,0 +1,628 @@
+"""
+The relocating proxy.
+
+A client sends one request and keeps its connection for the whole stream.
+Behind it the proxy holds one backend connection at a time (a I{leg}), and
+re-frames the payload it reads so that the client only ever sees whole
+frames of bytes the proxy already has.  The proxy counts the payload bytes it
+has delivered; any later leg asks its backend for the file from exactly that
+offset, so a stream can move between backends at any byte.
+
+A planned move (the route changed) opens a I{candidate} leg while the old leg
+keeps streaming.  The candidate asks for the file from the offset reached at
+that moment; its first good answer promotes it, the old leg is dropped, and
+the bytes the old leg delivered in the meantime are skipped from the new one.
+An unplanned break (the leg failed) re-reads the routes and tries again with
+growing delays until a deadline, after which the client gets C{ERR 503}.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import (
+    IConnector,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTCP,
+    IReactorTime,
+)
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from reloc.protocol import (
+    BAD_OFFSET,
+    BAD_REQUEST,
+    EOF_LINE,
+    FORBIDDEN,
+    NOT_FOUND,
+    UNAVAILABLE,
+    End,
+    Event,
+    FrameDecoder,
+    LineReceiver,
+    Payload,
+    ProtocolError,
+    Refusal,
+    Request,
+    dataHeader,
+    encodeError,
+    parseRequest,
+)
+from reloc.routes import Address, RoutesError, loadRoutes
+
+#: Backend refusals about the request itself, passed on to the client when
+#: they answer the first leg of a stream.  Any other refusal means the backend
+#: is not fit to serve, and another is tried.
+_FINAL_REFUSALS = frozenset([BAD_REQUEST, FORBIDDEN, NOT_FOUND, BAD_OFFSET])
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """
+    How hard the proxy tries to find a backend for a broken stream.
+
+    @ivar initialDelay: seconds before the second attempt.
+    @ivar factor: each delay is this many times the one before.
+    @ivar maxDelay: the delays stop growing here.
+    @ivar jitter: each delay is stretched by up to this fraction, at random,
+        so that streams broken together do not retry in lock step.
+    @ivar deadline: seconds after a break when the client gets C{ERR 503}.
+    @ivar connectTimeout: seconds one connection attempt may take.
+    @ivar answerTimeout: seconds from the start of an attempt to the
+        backend's first answer.
+    """
+
+    initialDelay: float = 0.05
+    factor: float = 2.0
+    maxDelay: float = 2.0
+    jitter: float = 0.2
+    deadline: float = 30.0
+    connectTimeout: float = 5.0
+    answerTimeout: float = 10.0
+
+    def delay(self, attempt: int, draw: Callable[[], float]) -> float:
+        """
+        @return: seconds to wait before attempt number C{attempt} (from 1).
+        """
+        base = min(self.maxDelay, self.initialDelay * self.factor ** (attempt - 1))
+        return base * (1 + self.jitter * draw())
+
+
+class BackendLeg(Protocol):
+    """
+    One connection to a backend, asking for one file from one offset.
+
+    @ivar address: where it connects.
+    @ivar requestOffset: the offset it asked for.
+    @ivar skip: payload bytes still to drop before the first new byte, when
+        the stream moved on while this leg was being checked.
+    @ivar retired: set once the session is done with this leg; nothing it
+        reports afterwards counts.
+    """
+
+    def __init__(self, session: ProxySession, address: Address, offset: int):
+        self.session = session
+        self.address = address
+        self.requestOffset = offset
+        self.skip = 0
+        self.retired = False
+        self.connector: IConnector | None = None
+        self.answerCall: IDelayedCall | None = None
+        self._decoder = FrameDecoder()
+
+    @property
+    def endOffset(self) -> int:
+        """
+        The file offset just past the last payload byte this leg decoded.
+        """
+        return self.requestOffset + self._decoder.offset
+
+    def connectionMade(self) -> None:
+        if self.retired:
+            self.transport.abortConnection()
+            return
+        name = self.session.request.name
+        self.transport.write(Request(name, self.requestOffset).toLine())
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.retired:
+            return
+        try:
+            events = self._decoder.feed(data)
+        except ProtocolError as e:
+            self.session.legFailed(self, f"malformed answer: {e.reason}")
+            return
+        for event in events:
+            self.session.legEvent(self, event)
+            if self.retired:
+                return
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.retired:
+            self.session.legFailed(self, "connection closed before EOF")
+
+    def retire(self) -> None:
+        """
+        Drop this leg, whether it is connecting or connected.
+        """
+        if self.retired:
+            return
+        self.retired = True
+        self.stopWaiting()
+        if self.transport is not None:
+            self.transport.abortConnection()
+        elif self.connector is not None:
+            self.connector.disconnect()
+
+    def stopWaiting(self) -> None:
+        """
+        Cancel the timeout for this leg's first answer.
+        """
+        if self.answerCall is not None:
+            if self.answerCall.active():
+                self.answerCall.cancel()
+            self.answerCall = None
+
+
+class _LegFactory(ClientFactory):
+    """
+    Connects exactly one L{BackendLeg}.
+    """
+
+    noisy = False
+
+    def __init__(self, leg: BackendLeg):
+        self.leg = leg
+
+    def buildProtocol(self, addr: object) -> BackendLeg:
+        return self.leg
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self.leg.retired:
+            why = reason.getErrorMessage()
+            self.leg.session.legFailed(self.leg, f"cannot connect: {why}")
+
+
+@implementer(IPushProducer, IHalfCloseableProtocol)
+class ProxySession(Protocol):
+    """
+    One client connection and the stream it asked for.
+
+    It is the client transport's producer: when the client stops draining,
+    the backend leg stops being read, so a slow client slows the backend
+    instead of filling the proxy's memory.
+
+    @ivar request: the client's request, once it arrived.
+    @ivar delivered: payload bytes written to the client.
+    @ivar leg: the leg the stream currently comes from, if any.
+    @ivar candidate: a leg being connected and checked, if any.
+    """
+
+    log = Logger()
+    factory: ProxyFactory
+    request: Request
+    leg: BackendLeg | None = None
+    candidate: BackendLeg | None = None
+    finished = False
+
+    def connectionMade(self) -> None:
+        self.factory.sessions.add(self)
+        self.delivered = 0
+        self.clientPaused = False
+        self._streaming = False
+        self._lines: LineReceiver | None = LineReceiver()
+        self._attempts = 0
+        self._retryCall: IDelayedCall | None = None
+        self._deadlineCall: IDelayedCall | None = None
+        self._openedAt = self.factory.clock.seconds()
+        self._idleCall: IDelayedCall | None = self.factory.clock.callLater(
+            self.factory.requestTimeout, self._requestTimedOut
+        )
+        self.transport.registerProducer(self, True)
+
+    @property
+    def offset(self) -> int:
+        """
+        The file offset of the next byte the client is owed.
+        """
+        return self.request.offset + self.delivered
+
+    # Client side.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._lines is None:
+            # One request per connection: later bytes are dropped unread.
+            return
+        try:
+            line = self._lines.feed(data)
+            if line is None:
+                return
+            self._lines = None
+            self._cancel("_idleCall")
+            self.request = parseRequest(line)
+        except ProtocolError as e:
+            self._refuse(e.code, e.reason)
+            return
+        address = self.factory.routes.get(self.request.name)
+        if address is None:
+            self._refuse(NOT_FOUND, "no route for this name")
+            return
+        self.log.info(
+            "stream opened: {name} from offset {offset} for {client}, via {backend}",
+            name=self.request.name,
+            offset=self.request.offset,
+            client=_peer(self.transport),
+            backend=str(address),
+        )
+        self.candidate = self._connect(address)
+
+    def readConnectionLost(self) -> None:
+        # A client may close its sending side after the request and still
+        # read the whole answer.
+        pass
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.finished:
+            outcome = "client left" if self._lines is None else "no request"
+            self._finish(outcome)
+
+    def pauseProducing(self) -> None:
+        self.clientPaused = True
+        if self.leg is not None and self.leg.transport is not None:
+            self.leg.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.clientPaused = False
+        if self.leg is not None and self.leg.transport is not None:
+            self.leg.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        # connectionLost follows and cleans up.
+        pass
+
+    # Backend side.
+
+    def legEvent(self, leg: BackendLeg, event: Event) -> None:
+        """
+        A leg decoded one event.
+        """
+        if leg is self.candidate:
+            if not self._candidateAnswered(leg, event):
+                return
+        if leg is not self.leg:
+            return
+        if isinstance(event, Payload):
+            self._deliver(leg, event.data)
+        elif isinstance(event, End):
+            if leg.skip or leg.endOffset != self.offset:
+                self.legFailed(leg, "copy ends before the bytes already sent")
+                return
+            self.transport.write(EOF_LINE)
+            self._finish("complete")
+        else:
+            self.legFailed(leg, f"backend refused: {event.code} {event.reason}")
+
+    def legFailed(self, leg: BackendLeg, why: str) -> None:
+        """
+        A leg broke: it could not connect, closed early or sent bad frames.
+        """
+        leg.retire()
+        if self.finished:
+            return
+        if leg is self.candidate:
+            self.candidate = None
+            self.log.warn(
+                "backend {backend} not ready for {name} at offset {offset}: {why}",
+                backend=str(leg.address),
+                name=self.request.name,
+                offset=self.offset,
+                why=why,
+            )
+        elif leg is self.leg:
+            self.leg = None
+            self.log.warn(
+                "backend {backend} failed for {name} at offset {offset}: {why}",
+                backend=str(leg.address),
+                name=self.request.name,
+                offset=self.offset,
+                why=why,
+            )
+            self._attempts = 0
+        else:
+            return
+        if self.leg is None and self._deadlineCall is None:
+            self._deadlineCall = self.factory.clock.callLater(
+                self.factory.policy.deadline, self._giveUp
+            )
+        if self.candidate is None:
+            self._scheduleRetry()
+
+    def routeUpdated(self) -> None:
+        """
+        The route table changed: move the stream if its name routes elsewhere.
+        """
+        if self.finished or self._lines is not None:
+            return
+        address = self.factory.routes.get(self.request.name)
+        if address is None:
+            # A removed route leaves a running stream where it is.
+            return
+        pending = self.candidate or self.leg
+        if pending is not None and pending.address == address:
+            return
+        if self.candidate is not None:
+            self.candidate.retire()
+            self.candidate = None
+        self._cancel("_retryCall")
+        self._attempts = 0
+        if self.leg is not None and self.leg.address == address:
+            return
+        if self.leg is not None:
+            self.log.info(
+                "moving {name} from {old} to {new}, now at offset {offset}",
+                name=self.request.name,
+                old=str(self.leg.address),
+                new=str(address),
+                offset=self.offset,
+            )
+        self.candidate = self._connect(address)
+
+    def _candidateAnswered(self, leg: BackendLeg, event: Event) -> bool:
+        """
+        Judge a candidate's first answer.
+
+        @return: whether it was promoted to carry the stream.
+        """
+        if isinstance(event, Refusal):
+            if not self._streaming and event.code in _FINAL_REFUSALS:
+                self._refuse(event.code, event.reason)
+            else:
+                self.legFailed(leg, f"backend refused: {event.code} {event.reason}")
+            return False
+        if isinstance(event, End) and self.leg is not None:
+            # The old leg still has bytes to send: this copy is too short.
+            self.legFailed(leg, "copy ends before the old backend's")
+            return False
+        self._promote(leg)
+        return True
+
+    def _promote(self, leg: BackendLeg) -> None:
+        old = self.leg
+        self.candidate = None
+        self.leg = leg
+        leg.stopWaiting()
+        leg.skip = self.offset - leg.requestOffset
+        self._cancel("_deadlineCall")
+        self._cancel("_retryCall")
+        self._attempts = 0
+        if self.clientPaused:
+            leg.transport.pauseProducing()
+        if not self._streaming:
+            self._streaming = True
+            return
+        reason = "fault" if old is None else "reload"
+        if old is not None:
+            old.retire()
+        self.log.info(
+            "stream moved: {name} from {old} to {new} at offset {offset} ({reason})",
+            name=self.request.name,
+            old="-" if old is None else str(old.address),
+            new=str(leg.address),
+            offset=self.offset,
+            reason=reason,
+        )
+
+    def _deliver(self, leg: BackendLeg, data: bytes) -> None:
+        if leg.skip:
+            cut = min(leg.skip, len(data))
+            leg.skip -= cut
+            data = data[cut:]
+            if not data:
+                return
+        self.delivered += len(data)
+        self.transport.writeSequence([dataHeader(len(data)), data])
+
+    def _connect(self, address: Address) -> BackendLeg:
+        leg = BackendLeg(self, address, self.offset)
+        leg.connector = self.factory.reactor.connectTCP(
+            address.host,
+            address.port,
+            _LegFactory(leg),
+            timeout=self.factory.policy.connectTimeout,
+        )
+        leg.answerCall = self.factory.clock.callLater(
+            self.factory.policy.answerTimeout, self._noAnswer, leg
+        )
+        return leg
+
+    def _noAnswer(self, leg: BackendLeg) -> None:
+        leg.answerCall = None
+        self.legFailed(leg, "no answer in time")
+
+    def _scheduleRetry(self) -> None:
+        self._attempts += 1
+        if self._attempts == 1 and self.leg is None:
+            delay = 0.0
+        else:
+            delay = self.factory.policy.delay(self._attempts, self.factory.random)
+        self._cancel("_retryCall")
+        self._retryCall = self.factory.clock.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._retryCall = None
+        self.factory.refreshRoutes()
+        if self.finished or self.candidate is not None:
+            # Refreshing the routes may already have started a new leg.
+            return
+        address = self.factory.routes.get(self.request.name)
+        if self.leg is not None and (address is None or address == self.leg.address):
+            # A pending move whose route went back or away: nothing to do.
+            return
+        if address is None:
+            self.log.warn(
+                "retry {attempt}: no route for {name}",
+                attempt=self._attempts,
+                name=self.request.name,
+            )
+            self._scheduleRetry()
+            return
+        self.log.info(
+            "retry {attempt}: {name} on {backend} at offset {offset}",
+            attempt=self._attempts,
+            name=self.request.name,
+            backend=str(address),
+            offset=self.offset,
+        )
+        self.candidate = self._connect(address)
+
+    def _giveUp(self) -> None:
+        self._deadlineCall = None
+        self.log.error(
+            "gave up on {name} at offset {offset}: no backend within {deadline}s",
+            name=self.request.name,
+            offset=self.offset,
+            deadline=self.factory.policy.deadline,
+        )
+        self.transport.write(encodeError(UNAVAILABLE, "no backend could continue"))
+        self._finish("gave up")
+
+    def _requestTimedOut(self) -> None:
+        self._idleCall = None
+        self.transport.abortConnection()
+
+    def _refuse(self, code: int, reason: str) -> None:
+        self._lines = None
+        self.log.info("request refused: {code} {reason}", code=code, reason=reason)
+        self.transport.write(encodeError(code, reason))
+        self._finish(f"refused {code}")
+
+    def _finish(self, outcome: str) -> None:
+        """
+        End the session: drop every leg and timer, close the client.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        for name in ("_idleCall", "_retryCall", "_deadlineCall"):
+            self._cancel(name)
+        for leg in (self.leg, self.candidate):
+            if leg is not None:
+                leg.retire()
+        self.leg = self.candidate = None
+        self.factory.sessions.discard(self)
+        if self._streaming or outcome == "gave up":
+            self.log.info(
+                "stream closed: {name}, {bytes} bytes in {duration:.3f}s ({outcome})",
+                name=self.request.name,
+                bytes=self.delivered,
+                duration=self.factory.clock.seconds() - self._openedAt,
+                outcome=outcome,
+            )
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def _cancel(self, attribute: str) -> None:
+        call = getattr(self, attribute)
+        if call is not None:
+            if call.active():
+                call.cancel()
+            setattr(self, attribute, None)
+
+
+def _peer(transport: object) -> str:
+    getPeer = getattr(transport, "getPeer", None)
+    if getPeer is None:
+        return "?"
+    peer = getPeer()
+    host = getattr(peer, "host", None)
+    return f"{host}:{getattr(peer, 'port', '?')}" if host else str(peer)
+
+
+class ProxyFactory(Factory):
+    """
+    The proxy's shared state: the route table and the live sessions.
+
+    @ivar routes: the table in force.
+    @ivar sessions: every client session not yet finished.
+    """
+
+    protocol = ProxySession
+    log = Logger()
+
+    def __init__(
+        self,
+        routesPath: str,
+        reactor: IReactorTCP,
+        clock: IReactorTime,
+        policy: RetryPolicy = RetryPolicy(),
+        requestTimeout: float = 30.0,
+        random: Callable[[], float] = random.random,
+    ):
+        """
+        @raise RoutesError: if the routes file cannot be used at start.
+        """
+        self.routesPath = routesPath
+        self.reactor = reactor
+        self.clock = clock
+        self.policy = policy
+        self.requestTimeout = requestTimeout
+        self.random = random
+        self.sessions: set[ProxySession] = set()
+        self._fileStamp = _stamp(routesPath)
+        self.routes = loadRoutes(routesPath)
+
+    def reload(self) -> bool:
+        """
+        Re-read the routes file and move the streams whose route changed.
+
+        A file that cannot be used is refused whole; the table in force stays.
+
+        @return: whether the new table was taken.
+        """
+        stamp = _stamp(self.routesPath)
+        try:
+            routes = loadRoutes(self.routesPath)
+        except RoutesError as e:
+            self.log.error("routes reload refused, old table kept: {why}", why=e)
+            return False
+        self._fileStamp = stamp
+        changed = sorted(
+            name
+            for name in routes.keys() | self.routes.keys()
+            if routes.get(name) != self.routes.get(name)
+        )
+        self.routes = routes
+        self.log.info(
+            "routes reloaded: {count} names, {changed} changed",
+            count=len(routes),
+            changed=", ".join(changed) or "none",
+        )
+        if changed:
+            for session in list(self.sessions):
+                session.routeUpdated()
+        return True
+
+    def refreshRoutes(self) -> None:
+        """
+        Re-read the routes file if it changed since it was last read.
+        """
+        if _stamp(self.routesPath) != self._fileStamp:
+            self.reload()
+
+
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)

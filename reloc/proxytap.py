@@ -1,0 +1,99 @@
+"""
+The C{relocproxy} twistd plugin: the relocating proxy.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.python import usage
+
+from reloc.proxy import ProxyFactory, RetryPolicy
+from reloc.routes import RoutesError, loadRoutes
+from reloc.service import ListeningService, endpointDescription
+
+
+class Options(usage.Options):
+    synopsis = "--routes FILE [--port PORT]"
+    longdesc = (
+        "Relay reloc streams to the backends named in FILE; on SIGHUP re-read "
+        "FILE and move the streams whose route changed."
+    )
+    optParameters = [
+        ["port", "p", "7000", "Port number or endpoint description."],
+        ["routes", "r", None, "JSON file mapping names to host:port."],
+        ["deadline", None, 30.0, "Seconds to find a new backend after a fault.", float],
+        [
+            "connect-timeout",
+            None,
+            5.0,
+            "Seconds one backend connection may take.",
+            float,
+        ],
+        ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
+        ["portfile", None, None, "Write the bound port number to this file."],
+    ]
+
+    def postOptions(self) -> None:
+        if self["routes"] is None:
+            raise usage.UsageError("--routes is required")
+        try:
+            loadRoutes(self["routes"])
+        except RoutesError as e:
+            raise usage.UsageError(f"--routes: {e}") from None
+        for name in ("deadline", "connect-timeout", "idle-timeout"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be positive")
+
+
+class ReloadOnHangup(Service):
+    """
+    Re-read the routes on SIGHUP.
+
+    twistd installs no SIGHUP handler, and the default action ends the
+    process.  The handler only schedules the reload: the reload itself runs
+    on the reactor thread, never inside the signal handler.
+    """
+
+    def __init__(self, reactor: Any, factory: ProxyFactory):
+        self._reactor = reactor
+        self._factory = factory
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self._factory.reload)
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    policy = RetryPolicy(
+        deadline=options["deadline"],
+        connectTimeout=options["connect-timeout"],
+        answerTimeout=2 * options["connect-timeout"],
+    )
+    factory = ProxyFactory(
+        options["routes"],
+        reactor,
+        reactor,
+        policy=policy,
+        requestTimeout=options["idle-timeout"],
+    )
+    top = MultiService()
+    ListeningService(
+        reactor, endpointDescription(options["port"]), factory, options["portfile"]
+    ).setServiceParent(top)
+    ReloadOnHangup(reactor, factory).setServiceParent(top)
+    return top
