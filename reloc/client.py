@@ -48,7 +48,7 @@ def parseRate(text: str) -> float:
     @raise ValueError: if C{text} is not such a rate.
     """
     number, unit = text, ""
-    if text[-1:].upper() in _UNITS:
+    if text and text[-1].upper() in "KMG":
         number, unit = text[:-1], text[-1].upper()
     try:
         value = float(number) * _UNITS[unit]

@@ -55,7 +55,23 @@ def openServed(base: str, name: str) -> tuple[int, int]:
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise ProtocolError(NOT_FOUND, "not a regular file")
+    if not _openedBelow(fd, base):
+        os.close(fd)
+        raise ProtocolError(FORBIDDEN, "name leads outside the served folder")
     return fd, info.st_size
+
+
+def _openedBelow(fd: int, base: str) -> bool:
+    """
+    Check where an open descriptor really leads, so that a symlink swapped
+    in between the path check and the open cannot lead outside C{base}.
+    Where C{/proc} is missing the earlier path check stands alone.
+    """
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return True
+    return os.path.commonpath([base, opened]) == base
 
 
 @implementer(IPullProducer)

@@ -83,7 +83,7 @@ def parseDigits(field: bytes) -> int:
 
     @raise ValueError: if C{field} is empty or holds anything but C{0-9}.
     """
-    if not field or not _ASCII_DIGITS.issuperset(field) or len(field) > 20:
+    if not field or not _ASCII_DIGITS.issuperset(field):
         raise ValueError(field)
     return int(field)
 

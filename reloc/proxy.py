@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -77,6 +78,8 @@ class RetryPolicy:
     @ivar connectTimeout: seconds one connection attempt may take.
     @ivar answerTimeout: seconds from the start of an attempt to the
         backend's first answer.
+    @ivar stallTimeout: seconds a streaming backend may send nothing while
+        the client is ready for more, before it counts as broken.
     """
 
     initialDelay: float = 0.05
@@ -86,6 +89,7 @@ class RetryPolicy:
     deadline: float = 30.0
     connectTimeout: float = 5.0
     answerTimeout: float = 10.0
+    stallTimeout: float = 30.0
 
     def delay(self, attempt: int, draw: Callable[[], float]) -> float:
         """
@@ -115,6 +119,7 @@ class BackendLeg(Protocol):
         self.retired = False
         self.connector: IConnector | None = None
         self.answerCall: IDelayedCall | None = None
+        self.lastActivity = session.factory.clock.seconds()
         self._decoder = FrameDecoder()
 
     @property
@@ -134,6 +139,7 @@ class BackendLeg(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.retired:
             return
+        self.lastActivity = self.session.factory.clock.seconds()
         try:
             events = self._decoder.feed(data)
         except ProtocolError as e:
@@ -221,6 +227,7 @@ class ProxySession(Protocol):
         self._attempts = 0
         self._retryCall: IDelayedCall | None = None
         self._deadlineCall: IDelayedCall | None = None
+        self._stallWatch: LoopingCall | None = None
         self._openedAt = self.factory.clock.seconds()
         self._idleCall: IDelayedCall | None = self.factory.clock.callLater(
             self.factory.requestTimeout, self._requestTimedOut
@@ -284,6 +291,8 @@ class ProxySession(Protocol):
     def resumeProducing(self) -> None:
         self.clientPaused = False
         if self.leg is not None and self.leg.transport is not None:
+            # Time spent paused for the client does not count as a stall.
+            self.leg.lastActivity = self.factory.clock.seconds()
             self.leg.transport.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -389,9 +398,10 @@ class ProxySession(Protocol):
             else:
                 self.legFailed(leg, f"backend refused: {event.code} {event.reason}")
             return False
-        if isinstance(event, End) and self.leg is not None:
-            # The old leg still has bytes to send: this copy is too short.
-            self.legFailed(leg, "copy ends before the old backend's")
+        if isinstance(event, End) and leg.endOffset < self.offset:
+            # The copy ends before bytes the client already has: not ready,
+            # and the old leg, if there is one, carries on.
+            self.legFailed(leg, "copy ends before the bytes already sent")
             return False
         self._promote(leg)
         return True
@@ -409,6 +419,7 @@ class ProxySession(Protocol):
             leg.transport.pauseProducing()
         if not self._streaming:
             self._streaming = True
+            self._watchForStalls()
             return
         reason = "fault" if old is None else "reload"
         if old is not None:
@@ -421,6 +432,20 @@ class ProxySession(Protocol):
             offset=self.offset,
             reason=reason,
         )
+
+    def _watchForStalls(self) -> None:
+        timeout = self.factory.policy.stallTimeout
+        self._stallWatch = LoopingCall(self._checkStall)
+        self._stallWatch.clock = self.factory.clock
+        self._stallWatch.start(timeout / 4, now=False)
+
+    def _checkStall(self) -> None:
+        leg = self.leg
+        if leg is None or self.clientPaused:
+            return
+        idle = self.factory.clock.seconds() - leg.lastActivity
+        if idle >= self.factory.policy.stallTimeout:
+            self.legFailed(leg, f"sent nothing for {idle:.1f}s")
 
     def _deliver(self, leg: BackendLeg, data: bytes) -> None:
         if leg.skip:
@@ -519,6 +544,9 @@ class ProxySession(Protocol):
             if leg is not None:
                 leg.retire()
         self.leg = self.candidate = None
+        if self._stallWatch is not None:
+            self._stallWatch.stop()
+            self._stallWatch = None
         self.factory.sessions.discard(self)
         if self._streaming or outcome == "gave up":
             self.log.info(

@@ -32,6 +32,7 @@ class Options(usage.Options):
             "Seconds one backend connection may take.",
             float,
         ],
+        ["stall-timeout", None, 30.0, "Seconds a backend may stall a stream.", float],
         ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
         ["portfile", None, None, "Write the bound port number to this file."],
     ]
@@ -43,7 +44,7 @@ class Options(usage.Options):
             loadRoutes(self["routes"])
         except RoutesError as e:
             raise usage.UsageError(f"--routes: {e}") from None
-        for name in ("deadline", "connect-timeout", "idle-timeout"):
+        for name in ("deadline", "connect-timeout", "stall-timeout", "idle-timeout"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
 
@@ -83,6 +84,7 @@ def makeService(options: Options) -> IService:
         deadline=options["deadline"],
         connectTimeout=options["connect-timeout"],
         answerTimeout=2 * options["connect-timeout"],
+        stallTimeout=options["stall-timeout"],
     )
     factory = ProxyFactory(
         options["routes"],

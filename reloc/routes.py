@@ -74,7 +74,7 @@ def parseRoutes(raw: bytes) -> dict[str, Address]:
     """
     try:
         table = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise RoutesError(f"not JSON: {e}") from None
     if not isinstance(table, dict):
         raise RoutesError("not a JSON object")
