@@ -2,13 +2,13 @@
 Moves of a live stream, with the real proxy, file servers and client in one
 reactor on loopback.
 
-The old backend is a scripted server that sends a well-formed answer up to a
-chosen byte of its output and then either stalls (the planned move: routes
-change and the proxy reloads) or closes (the unplanned break: the routes
-already point elsewhere when the proxy re-reads them).  The new backend is a
-real file server.  Each cut point lands somewhere different in the framing:
-inside a header, inside a payload, on a boundary, before any payload, and
-just before the end.
+Both backends are real file servers.  The old one sits behind a cutter, a
+relay that passes its answer on up to a chosen byte and then either stalls
+(the planned move: routes change and the proxy reloads) or closes (the
+unplanned break: the routes already point elsewhere when the proxy re-reads
+them).  Each cut point lands somewhere different in the framing: inside a
+header, inside a payload, on a boundary, before any payload, and just before
+the end.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.protocol import ClientCreator, ClientFactory, Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from reloc import fileserver
 from reloc.client import DownloadProtocol
 from reloc.fileserver import FileServerFactory
 from reloc.protocol import Request, dataHeader
@@ -44,30 +45,72 @@ def framed(content: bytes, frame: int = FRAME) -> bytes:
     return b"".join(pieces)
 
 
-class ScriptedBackend(Protocol):
+class CutterServer(Protocol):
     """
-    Answer any request with the first C{cut} bytes of the framed content,
-    then stall or close.
+    The proxy's side of the cutter: passes the request on to the file server
+    and its answer back, up to C{factory.cut} bytes of it.
     """
+
+    factory: CutterFactory
+
+    def connectionMade(self) -> None:
+        self.upstream: CutterClient | None = None
+        self.pending = b""
+        self.passed = 0
+        client = ClientCreator(reactor, CutterClient)
+        d = client.connectTCP("127.0.0.1", self.factory.target)
+        d.addCallback(self.upstreamConnected)
+
+    def upstreamConnected(self, upstream: CutterClient) -> None:
+        upstream.downstream = self
+        self.upstream = upstream
+        upstream.transport.write(self.pending)
 
     def dataReceived(self, data: bytes) -> None:
-        factory = self.factory
-        factory.requests.append(data)
-        self.transport.write(framed(CONTENT)[: factory.cut])
-        if factory.close:
-            self.transport.loseConnection()
+        if self.upstream is None:
+            self.pending += data
         else:
-            factory.stalled.append(self)
+            self.upstream.transport.write(data)
+
+    def answer(self, data: bytes) -> None:
+        room = self.factory.cut - self.passed
+        if room <= 0:
+            return
+        piece = data[:room]
+        self.passed += len(piece)
+        self.transport.write(piece)
+        if self.passed == self.factory.cut:
+            assert self.upstream is not None
+            self.upstream.transport.abortConnection()
+            if self.factory.close:
+                self.transport.loseConnection()
+            else:
+                self.factory.stalled.append(self)
+
+    def connectionLost(self, reason: object = None) -> None:
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
 
 
-class ScriptedFactory(Factory):
-    protocol = ScriptedBackend
+class CutterClient(Protocol):
+    """
+    The file server's side of the cutter.
+    """
 
-    def __init__(self, cut: int, close: bool):
+    downstream: CutterServer
+
+    def dataReceived(self, data: bytes) -> None:
+        self.downstream.answer(data)
+
+
+class CutterFactory(Factory):
+    protocol = CutterServer
+
+    def __init__(self, target: int, cut: int, close: bool):
+        self.target = target
         self.cut = cut
         self.close = close
-        self.requests: list[bytes] = []
-        self.stalled: list[ScriptedBackend] = []
+        self.stalled: list[CutterServer] = []
 
 
 class RecordingFileServer(FileServerFactory):
@@ -112,20 +155,25 @@ class MoveTestsMixin:
         which point the proxy has delivered C{delivered} payload bytes, and
         check that the client still gets the whole file on one connection.
         """
-        base = self.mktemp()
-        os.makedirs(base)
-        with open(os.path.join(base, "f.bin"), "wb") as f:
-            f.write(CONTENT)
-        newServer = RecordingFileServer(base, reactor)
-        newServer.requests = []
-        newPort = reactor.listenTCP(0, newServer, interface="127.0.0.1")
-        self.addCleanup(newPort.stopListening)
-        oldServer = ScriptedFactory(cut, self.close)
-        oldPort = reactor.listenTCP(0, oldServer, interface="127.0.0.1")
-        self.addCleanup(oldPort.stopListening)
+        self.patch(fileserver, "CHUNK_SIZE", FRAME)
+        servers = []
+        for _ in range(2):
+            base = self.mktemp()
+            os.makedirs(base)
+            with open(os.path.join(base, "f.bin"), "wb") as f:
+                f.write(CONTENT)
+            server = RecordingFileServer(base, reactor)
+            server.requests = []
+            port = reactor.listenTCP(0, server, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            servers.append((server, port))
+        (oldServer, oldPort), (newServer, newPort) = servers
+        cutter = CutterFactory(oldPort.getHost().port, cut, self.close)
+        cutterPort = reactor.listenTCP(0, cutter, interface="127.0.0.1")
+        self.addCleanup(cutterPort.stopListening)
 
         routes = self.mktemp()
-        self.writeRoutes(routes, oldPort.getHost().port)
+        self.writeRoutes(routes, cutterPort.getHost().port)
         proxy = ProxyFactory(
             routes, reactor, reactor, policy=RetryPolicy(deadline=10.0)
         )
@@ -144,17 +192,18 @@ class MoveTestsMixin:
             "127.0.0.1", proxyPort.getHost().port, _ClientFactory(client)
         )
         if not self.close:
-            yield self.waitFor(lambda: oldServer.stalled)
+            yield self.waitFor(lambda: cutter.stalled)
             yield self.waitFor(lambda: self.deliveredBy(proxy) == delivered)
             self.writeRoutes(routes, newPort.getHost().port)
             self.assertTrue(proxy.reload())
         count = yield client.done
-        for stalled in oldServer.stalled:
+        for stalled in cutter.stalled:
             stalled.transport.loseConnection()
 
         self.assertEqual(count, len(CONTENT))
         self.assertEqual(sink.getvalue(), CONTENT)
         self.assertEqual(len(connections), 1)
+        self.assertEqual(oldServer.requests, [b"GET f.bin 0\n"])
         self.assertEqual(newServer.requests, [b"GET f.bin %d\n" % (delivered,)])
         yield self.waitFor(lambda: not proxy.sessions)
 
