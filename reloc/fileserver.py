@@ -5,11 +5,16 @@ that offset, read in chunks as the connection drains, never the whole file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+from collections.abc import Callable
+from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -19,6 +24,8 @@ from reloc.protocol import (
     EOF_LINE,
     FORBIDDEN,
     NOT_FOUND,
+    UNAVAILABLE,
+    Identity,
     LineReceiver,
     ProtocolError,
     Request,
@@ -30,14 +37,91 @@ from reloc.protocol import (
 #: Bytes read from disk and sent as one frame.
 CHUNK_SIZE = 256 * 1024
 
+#: File versions whose digests are remembered; the oldest are forgotten.
+DIGEST_CACHE_SIZE = 4096
 
-def openServed(base: str, name: str) -> tuple[int, int]:
+#: What identifies one version of a file: device, inode, size, mtime.
+VersionKey = tuple[int, int, int, int]
+
+
+class FileChanged(Exception):
+    """
+    The file changed while its digest was being computed.
+    """
+
+
+def versionKey(info: os.stat_result) -> VersionKey:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def hashDescriptor(fd: int, key: VersionKey) -> str:
+    """
+    Compute the SHA-256 of an open file, in a thread, and close it.
+
+    @raise FileChanged: if the file is not the version C{key} names by the
+        end, so that a digest never describes bytes it did not cover.
+    """
+    try:
+        digest = hashlib.sha256()
+        offset = 0
+        while block := os.pread(fd, 1024 * 1024, offset):
+            digest.update(block)
+            offset += len(block)
+        if versionKey(os.fstat(fd)) != key or offset != key[2]:
+            raise FileChanged()
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+class DigestCache:
+    """
+    SHA-256 digests of file versions, each computed once, off the reactor
+    thread.
+
+    @ivar runInThread: called as C{runInThread(f, *args)}, returns a
+        L{Deferred} that fires with C{f(*args)} run in a thread.
+    """
+
+    def __init__(self, runInThread: Callable[..., Deferred[str]]):
+        self.runInThread = runInThread
+        self._known: dict[VersionKey, str] = {}
+        self._waiting: dict[VersionKey, list[Deferred[str]]] = {}
+
+    def digest(self, fd: int, info: os.stat_result) -> Deferred[str]:
+        """
+        @param fd: an open descriptor of the file; it stays the caller's.
+        @return: a L{Deferred} that fires with the hex digest.
+        """
+        key = versionKey(info)
+        if key in self._known:
+            return succeed(self._known[key])
+        waiter: Deferred[str] = Deferred()
+        if key in self._waiting:
+            self._waiting[key].append(waiter)
+            return waiter
+        self._waiting[key] = [waiter]
+        work = self.runInThread(hashDescriptor, os.dup(fd), key)
+        work.addBoth(self._hashed, key)
+        return waiter
+
+    def _hashed(self, result: str | Failure, key: VersionKey) -> None:
+        waiters = self._waiting.pop(key)
+        if isinstance(result, str):
+            self._known[key] = result
+            while len(self._known) > DIGEST_CACHE_SIZE:
+                del self._known[next(iter(self._known))]
+        for waiter in waiters:
+            waiter.callback(result)
+
+
+def openServed(base: str, name: str) -> tuple[int, os.stat_result]:
     """
     Open a file below C{base} for reading.
 
     @param base: the served folder, already resolved with C{os.path.realpath}.
     @param name: a name that passed L{reloc.protocol.validateName}.
-    @return: an open descriptor and the file's size.
+    @return: an open descriptor and the file's status.
     @raise ProtocolError: 403 if the name leads outside C{base}, 404 if
         there is no regular file under it.
     """
@@ -58,7 +142,7 @@ def openServed(base: str, name: str) -> tuple[int, int]:
     if not _openedBelow(fd, base):
         os.close(fd)
         raise ProtocolError(FORBIDDEN, "name leads outside the served folder")
-    return fd, info.st_size
+    return fd, info
 
 
 def _openedBelow(fd: int, base: str) -> bool:
@@ -149,12 +233,37 @@ class FileServerProtocol(Protocol):
 
     def _serve(self, request: Request) -> None:
         self.name = request.name
-        fd, size = openServed(self.factory.base, request.name)
-        if request.offset > size:
+        fd, info = openServed(self.factory.base, request.name)
+        if request.offset > info.st_size:
             os.close(fd)
             raise ProtocolError(BAD_OFFSET, "offset beyond the end of the file")
+        self._sender = FileSender(self, fd, request.offset, info.st_size)
+        if not request.identify:
+            self._send()
+            return
+        digest = self.factory.digests.digest(fd, info)
+        digest.addCallbacks(
+            self._identified, self._notIdentified, callbackArgs=(info.st_size,)
+        )
+
+    def _identified(self, digest: str, size: int) -> None:
+        if self._sender is None:
+            return
         assert self.transport is not None
-        self._sender = FileSender(self, fd, request.offset, size)
+        self.transport.write(Identity(size, digest).toLine())
+        self._send()
+
+    def _notIdentified(self, reason: Failure) -> None:
+        if self._sender is None:
+            return
+        if not reason.check(FileChanged):
+            self.log.failure("digest of {name} failed", reason, name=self.name)
+        self._sender.stopProducing()
+        self._sender = None
+        self._refuse(ProtocolError(UNAVAILABLE, "file changed while it was hashed"))
+
+    def _send(self) -> None:
+        assert self.transport is not None and self._sender is not None
         self.transport.registerProducer(self._sender, False)
 
     def _refuse(self, error: ProtocolError) -> None:
@@ -181,6 +290,7 @@ class FileServerProtocol(Protocol):
         self._cancelIdle()
         if self._sender is not None:
             self._sender.stopProducing()
+            self._sender = None
 
 
 class FileServerFactory(Factory):
@@ -194,7 +304,23 @@ class FileServerFactory(Factory):
 
     protocol = FileServerProtocol
 
-    def __init__(self, base: str, clock: IReactorTime, idleTimeout: float = 30.0):
+    def __init__(
+        self,
+        base: str,
+        clock: IReactorTime,
+        idleTimeout: float = 30.0,
+        runInThread: Callable[..., Deferred[str]] | None = None,
+    ):
+        """
+        @param runInThread: how digests are computed off the reactor
+            thread; by default in C{clock}'s thread pool (C{clock} is then
+            the reactor).
+        """
         self.base = os.path.realpath(base)
         self.clock = clock
         self.idleTimeout = idleTimeout
+        self.digests = DigestCache(runInThread or self._runInPool)
+
+    def _runInPool(self, f: Callable[..., str], *args: object) -> Deferred[str]:
+        reactor: Any = self.clock
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)

@@ -6,6 +6,11 @@ C{DATA <n>} followed by exactly C{n} payload bytes, closed by C{EOF}; a refusal
 is one C{ERR <code> <reason>} line.  Lines end in LF and a CR right before the
 LF is dropped.
 
+One extension: C{GETID <name> <offset>} asks for the same answer, preceded
+by one line C{ID <size> <sha256>} that names the file's version, so that a
+reader can tell whether two servers hold the same file before it joins
+their bytes.  A client that only knows C{GET} never sees that line.
+
 Everything here takes bytes and returns values or events, so that the
 protocols built on it can be tested with plain bytes and so that the proxy,
 the file server and the client all agree on one reading of the rules.
@@ -36,6 +41,7 @@ BAD_OFFSET = 416
 UNAVAILABLE = 503
 
 _ASCII_DIGITS = frozenset(b"0123456789")
+_HEX_DIGITS = frozenset(b"0123456789abcdef")
 
 
 class ProtocolError(Exception):
@@ -62,16 +68,63 @@ class Request:
 
     @ivar name: the file's name relative to the served folder.
     @ivar offset: the first byte wanted.
+    @ivar identify: whether the answer should start with the file's
+        identity (the C{GETID} verb).
     """
 
     name: str
     offset: int
+    identify: bool = False
 
     def toLine(self) -> bytes:
         """
         @return: this request as it goes on the wire.
         """
-        return b"GET %s %d\n" % (self.name.encode("utf-8"), self.offset)
+        verb = b"GETID" if self.identify else b"GET"
+        return b"%s %s %d\n" % (verb, self.name.encode("utf-8"), self.offset)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """
+    One version of a file: its size and the SHA-256 of its content.
+    """
+
+    size: int
+    sha256: str
+
+    def toLine(self) -> bytes:
+        """
+        @return: the C{ID} line that announces this identity.
+        """
+        return b"ID %d %s\n" % (self.size, self.sha256.encode("ascii"))
+
+    def toJSON(self) -> dict[str, object]:
+        return {"size": self.size, "sha256": self.sha256}
+
+    @classmethod
+    def fromJSON(cls, value: object) -> Identity:
+        """
+        @raise ValueError: if C{value} is not what L{toJSON} makes.
+        """
+        if not isinstance(value, dict):
+            raise ValueError("identity is not an object")
+        size, digest = value.get("size"), value.get("sha256")
+        if not isinstance(size, int) or size < 0 or not isinstance(digest, str):
+            raise ValueError("identity needs a size and a sha256")
+        return parseIdentity(b"%d %s" % (size, digest.encode("ascii", "replace")))
+
+
+def parseIdentity(rest: bytes) -> Identity:
+    """
+    Parse what follows C{ID } on an identity line.
+
+    @raise ValueError: if it is not a size and 64 lower-case hex digits.
+    """
+    size, _, digest = rest.partition(b" ")
+    if len(digest) != 64 or not _HEX_DIGITS.issuperset(digest):
+        raise ValueError("bad sha256")
+    return Identity(parseDigits(size), digest.decode("ascii"))
 
 
 def parseDigits(field: bytes) -> int:
@@ -120,7 +173,7 @@ def parseRequest(line: bytes) -> Request:
     if len(fields) != 3:
         raise ProtocolError(BAD_REQUEST, "expected: GET <name> <offset>")
     verb, rawName, rawOffset = fields
-    if verb != b"GET":
+    if verb not in (b"GET", b"GETID"):
         raise ProtocolError(BAD_REQUEST, "unknown verb")
     try:
         offset = parseDigits(rawOffset)
@@ -131,7 +184,7 @@ def parseRequest(line: bytes) -> Request:
     except UnicodeDecodeError:
         raise ProtocolError(BAD_REQUEST, "name is not UTF-8") from None
     validateName(name)
-    return Request(name, offset)
+    return Request(name, offset, verb == b"GETID")
 
 
 def encodeError(code: int, reason: str) -> bytes:
@@ -200,6 +253,15 @@ class End:
 
 
 @dataclass(frozen=True)
+class Identified:
+    """
+    The C{ID} line that opens the answer to C{GETID}.
+    """
+
+    identity: Identity
+
+
+@dataclass(frozen=True)
 class Refusal:
     """
     An C{ERR} line from the peer.
@@ -209,7 +271,7 @@ class Refusal:
     reason: str
 
 
-Event = Union[Payload, End, Refusal]
+Event = Union[Payload, End, Refusal, Identified]
 
 
 class FrameDecoder:
@@ -224,9 +286,14 @@ class FrameDecoder:
     @ivar finished: whether an C{EOF} or C{ERR} line was seen.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, expectIdentity: bool = False) -> None:
+        """
+        @param expectIdentity: whether the answer must open with an C{ID}
+            line (or be refused), as the answer to C{GETID} does.
+        """
         self._header = b""
         self._remaining = 0
+        self._awaitingIdentity = expectIdentity
         self.offset = 0
         self.finished = False
 
@@ -284,6 +351,14 @@ class FrameDecoder:
             raise ProtocolError(BAD_REQUEST, "frame header too long")
         if line.endswith(b"\r"):
             line = line[:-1]
+        if self._awaitingIdentity and not line.startswith(b"ERR "):
+            self._awaitingIdentity = False
+            if not line.startswith(b"ID "):
+                raise ProtocolError(BAD_REQUEST, "answer does not start with ID")
+            try:
+                return Identified(parseIdentity(line[3:]))
+            except ValueError:
+                raise ProtocolError(BAD_REQUEST, "bad ID line") from None
         if line.startswith(b"DATA "):
             try:
                 length = parseDigits(line[5:])

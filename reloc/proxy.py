@@ -47,6 +47,8 @@ from reloc.protocol import (
     End,
     Event,
     FrameDecoder,
+    Identified,
+    Identity,
     LineReceiver,
     Payload,
     ProtocolError,
@@ -120,7 +122,7 @@ class BackendLeg(Protocol):
         self.connector: IConnector | None = None
         self.answerCall: IDelayedCall | None = None
         self.lastActivity = session.factory.clock.seconds()
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(expectIdentity=True)
 
     @property
     def endOffset(self) -> int:
@@ -134,7 +136,7 @@ class BackendLeg(Protocol):
             self.transport.abortConnection()
             return
         name = self.session.request.name
-        self.transport.write(Request(name, self.requestOffset).toLine())
+        self.transport.write(Request(name, self.requestOffset, True).toLine())
 
     def dataReceived(self, data: bytes) -> None:
         if self.retired:
@@ -216,6 +218,7 @@ class ProxySession(Protocol):
     request: Request
     leg: BackendLeg | None = None
     candidate: BackendLeg | None = None
+    identity: Identity | None = None
     finished = False
 
     def connectionMade(self) -> None:
@@ -306,8 +309,8 @@ class ProxySession(Protocol):
         A leg decoded one event.
         """
         if leg is self.candidate:
-            if not self._candidateAnswered(leg, event):
-                return
+            self._candidateAnswered(leg, event)
+            return
         if leg is not self.leg:
             return
         if isinstance(event, Payload):
@@ -386,25 +389,28 @@ class ProxySession(Protocol):
             )
         self.candidate = self._connect(address)
 
-    def _candidateAnswered(self, leg: BackendLeg, event: Event) -> bool:
+    def _candidateAnswered(self, leg: BackendLeg, event: Event) -> None:
         """
-        Judge a candidate's first answer.
+        Judge a candidate's first answer: its file's identity, or a refusal.
 
-        @return: whether it was promoted to carry the stream.
+        The first identity a stream sees is the one every later backend must
+        match, size and SHA-256, before any of its bytes are used.  A copy
+        that is shorter, longer or different is not ready; the old leg, if
+        there is one, carries on meanwhile.
         """
         if isinstance(event, Refusal):
             if not self._streaming and event.code in _FINAL_REFUSALS:
                 self._refuse(event.code, event.reason)
             else:
                 self.legFailed(leg, f"backend refused: {event.code} {event.reason}")
-            return False
-        if isinstance(event, End) and leg.endOffset < self.offset:
-            # The copy ends before bytes the client already has: not ready,
-            # and the old leg, if there is one, carries on.
-            self.legFailed(leg, "copy ends before the bytes already sent")
-            return False
+            return
+        assert isinstance(event, Identified)
+        if self.identity is None:
+            self.identity = event.identity
+        elif event.identity != self.identity:
+            self.legFailed(leg, _difference(self.identity, event.identity))
+            return
         self._promote(leg)
-        return True
 
     def _promote(self, leg: BackendLeg) -> None:
         old = self.leg
@@ -420,6 +426,9 @@ class ProxySession(Protocol):
         if not self._streaming:
             self._streaming = True
             self._watchForStalls()
+            if self.request.identify:
+                assert self.identity is not None
+                self.transport.write(self.identity.toLine())
             return
         reason = "fault" if old is None else "reload"
         if old is not None:
@@ -476,10 +485,16 @@ class ProxySession(Protocol):
 
     def _scheduleRetry(self) -> None:
         self._attempts += 1
-        if self._attempts == 1 and self.leg is None:
+        if self.leg is None:
+            # After a break the first attempt is at once; the delays start
+            # with the second.
+            attempt = self._attempts - 1
+        else:
+            attempt = self._attempts
+        if attempt == 0:
             delay = 0.0
         else:
-            delay = self.factory.policy.delay(self._attempts, self.factory.random)
+            delay = self.factory.policy.delay(attempt, self.factory.random)
         self._cancel("_retryCall")
         self._retryCall = self.factory.clock.callLater(delay, self._retry)
 
@@ -565,6 +580,12 @@ class ProxySession(Protocol):
             if call.active():
                 call.cancel()
             setattr(self, attribute, None)
+
+
+def _difference(expected: Identity, found: Identity) -> str:
+    if expected.size != found.size:
+        return f"a different file: {found.size} bytes, not {expected.size}"
+    return f"a different file: sha256 {found.sha256[:12]}, not {expected.sha256[:12]}"
 
 
 def _peer(transport: object) -> str:

@@ -13,6 +13,7 @@ the end.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -26,11 +27,12 @@ from twisted.trial.unittest import TestCase
 from reloc import fileserver
 from reloc.client import DownloadProtocol
 from reloc.fileserver import FileServerFactory
-from reloc.protocol import Request, dataHeader
+from reloc.protocol import Identity, Request, dataHeader
 from reloc.proxy import ProxyFactory, RetryPolicy
 
 FRAME = 1000
 CONTENT = os.urandom(3 * FRAME + 123)
+IDLINE = Identity(len(CONTENT), hashlib.sha256(CONTENT).hexdigest()).toLine()
 
 
 def framed(content: bytes, frame: int = FRAME) -> bytes:
@@ -151,10 +153,12 @@ class MoveTestsMixin:
     @inlineCallbacks
     def moveAt(self, cut: int, delivered: int):
         """
-        Break the old backend's answer after C{cut} bytes of its output, by
-        which point the proxy has delivered C{delivered} payload bytes, and
-        check that the client still gets the whole file on one connection.
+        Break the old backend's answer after C{cut} bytes of its frames (and
+        the C{ID} line before them), by which point the proxy has delivered
+        C{delivered} payload bytes, and check that the client still gets the
+        whole file on one connection.
         """
+        cut += len(IDLINE)
         self.patch(fileserver, "CHUNK_SIZE", FRAME)
         servers = []
         for _ in range(2):
@@ -203,8 +207,8 @@ class MoveTestsMixin:
         self.assertEqual(count, len(CONTENT))
         self.assertEqual(sink.getvalue(), CONTENT)
         self.assertEqual(len(connections), 1)
-        self.assertEqual(oldServer.requests, [b"GET f.bin 0\n"])
-        self.assertEqual(newServer.requests, [b"GET f.bin %d\n" % (delivered,)])
+        self.assertEqual(oldServer.requests, [b"GETID f.bin 0\n"])
+        self.assertEqual(newServer.requests, [b"GETID f.bin %d\n" % (delivered,)])
         yield self.waitFor(lambda: not proxy.sessions)
 
     def writeRoutes(self, path: str, port: int) -> None:
@@ -228,6 +232,13 @@ class MoveTestsMixin:
                 self.fail("condition never held")
             yield deferLater(reactor, 0.01, lambda: None)
             waited += 0.01
+
+    def test_insideIdentity(self) -> Deferred[None]:
+        """
+        A break inside the C{ID} line, before the old backend ever answered,
+        moves the stream at offset 0.
+        """
+        return self.moveAt(-5, 0)
 
     def test_insideFirstHeader(self) -> Deferred[None]:
         """

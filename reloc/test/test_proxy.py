@@ -10,6 +10,7 @@ refuses it through its factory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -29,6 +30,7 @@ from reloc.protocol import (
     MAX_REQUEST_LINE,
     End,
     FrameDecoder,
+    Identity,
     Payload,
     dataHeader,
 )
@@ -38,6 +40,7 @@ from reloc.routes import Address
 
 NAME = "big.bin"
 CONTENT = random.Random(11).randbytes(4321)
+IDLINE = Identity(len(CONTENT), hashlib.sha256(CONTENT).hexdigest()).toLine()
 OLD = Address("10.0.0.11", 5000)
 NEW = Address("10.0.0.12", 5001)
 
@@ -60,11 +63,13 @@ REQUEST_TIMEOUT = 5.0
 
 def framed(content: bytes, frame: int = 1000) -> bytes:
     """
-    @return: C{content} as a run of C{DATA} frames of C{frame} bytes and
+    @return: C{content} as a backend sends it for C{GETID}: the C{ID} line
+        of the whole file, a run of C{DATA} frames of C{frame} bytes and
         C{EOF}.
     """
     chunks = [content[start : start + frame] for start in range(0, len(content), frame)]
-    return b"".join(dataHeader(len(chunk)) + chunk for chunk in chunks) + b"EOF\n"
+    frames = b"".join(dataHeader(len(chunk)) + chunk for chunk in chunks)
+    return IDLINE + frames + b"EOF\n"
 
 
 def pieces(
@@ -195,14 +200,14 @@ class ProxyTestCase(SynchronousTestCase):
         self, upTo: int
     ) -> tuple[ProxySession, StringTransport, BackendLeg, StringTransport]:
         """
-        Open a stream whose first leg has sent the framed content up to byte
-        C{upTo} of its output.
+        Open a stream whose first leg has sent its C{ID} line and then its
+        frames up to byte C{upTo} of them.
 
         @return: the session, its transport, the leg and the leg's transport.
         """
         session, transport = self.openStream()
         leg, legTransport = self.acceptLeg()
-        self.feed(leg, framed(CONTENT)[:upTo])
+        self.feed(leg, framed(CONTENT)[: len(IDLINE) + upTo])
         return session, transport, leg, legTransport
 
     def assertRefusal(self, transport: StringTransport, code: int) -> None:
@@ -260,7 +265,7 @@ class RequestTests(ProxyTestCase):
             session.dataReceived(bytes([byte]))
         self.assertEqual(self.lastAttempt(), (OLD.host, OLD.port))
         _, legTransport = self.acceptLeg()
-        self.assertEqual(legTransport.value(), b"GET big.bin 17\n")
+        self.assertEqual(legTransport.value(), b"GETID big.bin 17\n")
         self.assertEqual(transport.value(), b"")
 
     def test_requestLineTooLong(self) -> None:
@@ -319,7 +324,7 @@ class StreamTests(ProxyTestCase):
             (host, port, timeout), (OLD.host, OLD.port, POLICY.connectTimeout)
         )
         leg, legTransport = self.acceptLeg()
-        self.assertEqual(legTransport.value(), b"GET big.bin 0\n")
+        self.assertEqual(legTransport.value(), b"GETID big.bin 0\n")
         self.feed(leg, framed(CONTENT))
         self.assertComplete(transport)
         self.assertIsNone(transport.producer)
@@ -332,7 +337,7 @@ class StreamTests(ProxyTestCase):
         """
         session, transport = self.openStream(offset=1234)
         leg, legTransport = self.acceptLeg()
-        self.assertEqual(legTransport.value(), b"GET big.bin 1234\n")
+        self.assertEqual(legTransport.value(), b"GETID big.bin 1234\n")
         self.feed(leg, framed(CONTENT[1234:]))
         payload, others = decode(transport.value())
         self.assertEqual(payload, CONTENT[1234:])
@@ -375,7 +380,7 @@ class StreamTests(ProxyTestCase):
         self.reactor.advance(0)
         self.assertEqual(len(self.reactor.tcpClients), 2)
         retry, retryTransport = self.acceptLeg()
-        self.assertEqual(retryTransport.value(), b"GET big.bin 0\n")
+        self.assertEqual(retryTransport.value(), b"GETID big.bin 0\n")
         self.feed(retry, framed(CONTENT))
         self.assertComplete(transport)
         self.assertClean()
@@ -401,7 +406,7 @@ class UnplannedMoveTests(ProxyTestCase):
         self.assertEqual(self.lastAttempt(), (NEW.host, NEW.port))
         self.assertEqual(self.factory.routes, {NAME: NEW})
         second, secondTransport = self.acceptLeg()
-        self.assertEqual(secondTransport.value(), b"GET big.bin 1437\n")
+        self.assertEqual(secondTransport.value(), b"GETID big.bin 1437\n")
         self.feed(second, framed(CONTENT[1437:], frame=700))
         self.assertComplete(transport)
         self.assertClean()
@@ -426,11 +431,9 @@ class UnplannedMoveTests(ProxyTestCase):
                 self.reactor.advance(0)
             self.assertEqual(len(self.reactor.tcpClients), count + 1)
             gaps.append(due - failedAt)
-        self.assertEqual(gaps[0], 0)
-        self.assertEqual(gaps, sorted(gaps))
-        self.assertGreaterEqual(gaps[1], POLICY.initialDelay)
-        self.assertLess(gaps[1], POLICY.maxDelay)
-        self.assertEqual(gaps[-2:], [POLICY.maxDelay, POLICY.maxDelay])
+        expected = [0, POLICY.initialDelay, 2 * POLICY.initialDelay, POLICY.maxDelay]
+        for gap, delay in zip(gaps, expected + [POLICY.maxDelay], strict=True):
+            self.assertAlmostEqual(gap, delay, places=6)
 
     def test_deadline(self) -> None:
         """
@@ -496,7 +499,7 @@ class UnplannedMoveTests(ProxyTestCase):
         self.reactor.advance(0)
         self.assertEqual(len(self.reactor.tcpClients), 2)
         retry, retryTransport = self.acceptLeg()
-        self.assertEqual(retryTransport.value(), b"GET big.bin 1000\n")
+        self.assertEqual(retryTransport.value(), b"GETID big.bin 1000\n")
         payload, others = decode(transport.value())
         self.assertEqual(payload, CONTENT[:1000])
         self.assertEqual(others, [])
@@ -516,7 +519,7 @@ class PlannedMoveTests(ProxyTestCase):
         the old leg keeps streaming; the candidate's answer takes over from
         the byte the client has reached, and the old leg is dropped.
         """
-        output = framed(CONTENT)
+        output = framed(CONTENT)[len(IDLINE) :]
         first = len(dataHeader(1000)) + 600
         second = len(dataHeader(1000)) * 3 + 2100
         session, transport, old, oldTransport = self.streamingSession(first)
@@ -525,7 +528,7 @@ class PlannedMoveTests(ProxyTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 2)
         self.assertEqual(self.lastAttempt(), (NEW.host, NEW.port))
         candidate, candidateTransport = self.acceptLeg()
-        self.assertEqual(candidateTransport.value(), b"GET big.bin 600\n")
+        self.assertEqual(candidateTransport.value(), b"GETID big.bin 600\n")
         self.feed(old, output[first:second])
         self.assertEqual(decode(transport.value())[0], CONTENT[:2100])
         self.assertFalse(oldTransport.disconnecting)
@@ -590,7 +593,7 @@ class PlannedMoveTests(ProxyTestCase):
         self.assertEqual(self.factory.routes["other.bin"], NEW)
         self.assertEqual(len(self.reactor.tcpClients), 1)
         self.assertIsNone(session.candidate)
-        self.feed(old, framed(CONTENT)[500:])
+        self.feed(old, framed(CONTENT)[len(IDLINE) + 500 :])
         self.assertComplete(transport)
         self.assertClean()
 
@@ -599,7 +602,7 @@ class PlannedMoveTests(ProxyTestCase):
         A candidate that answers C{ERR 404} is dropped, nothing is relayed,
         and the old leg carries the stream to its end.
         """
-        output = framed(CONTENT)
+        output = framed(CONTENT)[len(IDLINE) :]
         session, transport, old, oldTransport = self.streamingSession(1500)
         self.writeRoutes({NAME: str(NEW)})
         self.factory.reload()
@@ -612,25 +615,65 @@ class PlannedMoveTests(ProxyTestCase):
         self.assertComplete(transport)
         self.assertClean()
 
-    def test_candidateEndsEarly(self) -> None:
+    def candidateWithOtherFile(self, other: bytes) -> None:
         """
-        A candidate whose C{EOF} comes before the bytes the client already
-        has is not ready: it is dropped and the old leg carries on.
+        Assert that a candidate holding C{other} instead of the stream's file
+        is not ready: none of its bytes reach the client, it is dropped, and
+        the old leg carries the stream to its end.
         """
-        output = framed(CONTENT)
+        output = framed(CONTENT)[len(IDLINE) :]
         first = len(dataHeader(1000)) + 600
         second = len(dataHeader(1000)) * 3 + 2100
         session, transport, old, oldTransport = self.streamingSession(first)
         self.writeRoutes({NAME: str(NEW)})
         self.factory.reload()
         candidate, candidateTransport = self.acceptLeg()
-        self.assertEqual(candidateTransport.value(), b"GET big.bin 600\n")
+        self.assertEqual(candidateTransport.value(), b"GETID big.bin 600\n")
         self.feed(old, output[first:second])
-        candidate.dataReceived(b"EOF\n")
+        otherIdentity = Identity(len(other), hashlib.sha256(other).hexdigest())
+        candidate.dataReceived(otherIdentity.toLine() + dataHeader(10) + other[:10])
         self.assertTrue(candidateTransport.disconnected)
         self.assertFalse(oldTransport.disconnecting)
         self.assertIs(session.leg, old)
         self.feed(old, output[second:])
+        self.assertComplete(transport)
+        self.assertClean()
+
+    def test_candidateShorter(self) -> None:
+        """
+        A candidate whose copy is shorter is not ready, even though it holds
+        the bytes from the offset it was asked for.
+        """
+        self.candidateWithOtherFile(CONTENT[:3000])
+
+    def test_candidateLonger(self) -> None:
+        """
+        A candidate whose copy is longer is not ready.
+        """
+        self.candidateWithOtherFile(CONTENT + b"more")
+
+    def test_candidateOneByteDifferent(self) -> None:
+        """
+        A candidate whose copy has the same size but one different byte is
+        not ready.
+        """
+        other = bytearray(CONTENT)
+        other[4000] ^= 1
+        self.candidateWithOtherFile(bytes(other))
+
+    def test_candidateWithoutIdentity(self) -> None:
+        """
+        A candidate that answers with frames and no C{ID} line is a broken
+        backend, and the old leg carries on.
+        """
+        session, transport, old, oldTransport = self.streamingSession(1500)
+        self.writeRoutes({NAME: str(NEW)})
+        self.factory.reload()
+        candidate, candidateTransport = self.acceptLeg()
+        candidate.dataReceived(dataHeader(3) + b"abc")
+        self.assertTrue(candidateTransport.disconnected)
+        self.assertIs(session.leg, old)
+        self.feed(old, framed(CONTENT)[len(IDLINE) + 1500 :])
         self.assertComplete(transport)
         self.assertClean()
 
@@ -639,7 +682,7 @@ class PlannedMoveTests(ProxyTestCase):
         A candidate that does not answer within the answer timeout is dropped
         and the old leg is not disturbed.
         """
-        output = framed(CONTENT)
+        output = framed(CONTENT)[len(IDLINE) :]
         session, transport, old, oldTransport = self.streamingSession(1500)
         self.writeRoutes({NAME: str(NEW)})
         self.factory.reload()
@@ -690,7 +733,7 @@ class StallTests(ProxyTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 2)
         _, retryTransport = self.acceptLeg()
         self.assertEqual(
-            retryTransport.value(), b"GET big.bin %d\n" % session.delivered
+            retryTransport.value(), b"GETID big.bin %d\n" % session.delivered
         )
 
     def test_pausedIsNoStall(self) -> None:
