@@ -209,11 +209,24 @@ class FileServerProtocol(Protocol):
     log = Logger()
     factory: FileServerFactory
     name: str | None = None
+    _counted = False
 
     def connectionMade(self) -> None:
-        self._lines = LineReceiver()
         self._sender: FileSender | None = None
-        self._idle: IDelayedCall | None = self.factory.clock.callLater(
+        self._idle: IDelayedCall | None = None
+        if self.factory.active >= self.factory.maxConnections:
+            self._lines = None
+            self.log.warn(
+                "connection refused: {count} already open", count=self.factory.active
+            )
+            assert self.transport is not None
+            self.transport.write(encodeError(UNAVAILABLE, "too many connections"))
+            self.transport.loseConnection()
+            return
+        self.factory.active += 1
+        self._counted = True
+        self._lines = LineReceiver()
+        self._idle = self.factory.clock.callLater(
             self.factory.idleTimeout, self._idleTimedOut
         )
 
@@ -287,6 +300,9 @@ class FileServerProtocol(Protocol):
             self._idle = None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._counted:
+            self.factory.active -= 1
+            self._counted = False
         self._cancelIdle()
         if self._sender is not None:
             self._sender.stopProducing()
@@ -310,8 +326,11 @@ class FileServerFactory(Factory):
         clock: IReactorTime,
         idleTimeout: float = 30.0,
         runInThread: Callable[..., Deferred[str]] | None = None,
+        maxConnections: int = 4096,
     ):
         """
+        @param maxConnections: connections served at once; more are answered
+            with C{ERR 503} and closed.
         @param runInThread: how digests are computed off the reactor
             thread; by default in C{clock}'s thread pool (C{clock} is then
             the reactor).
@@ -319,6 +338,8 @@ class FileServerFactory(Factory):
         self.base = os.path.realpath(base)
         self.clock = clock
         self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
+        self.active = 0
         self.digests = DigestCache(runInThread or self._runInPool)
 
     def _runInPool(self, f: Callable[..., str], *args: object) -> Deferred[str]:

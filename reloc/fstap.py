@@ -20,6 +20,7 @@ class Options(usage.Options):
         ["base", "b", None, "Folder whose files are served."],
         ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
         ["portfile", None, None, "Write the bound port number to this file."],
+        ["max-connections", None, 4096, "Connections served at once.", int],
     ]
 
     def postOptions(self) -> None:
@@ -29,6 +30,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"--base {self['base']} is not a folder")
         if self["idle-timeout"] <= 0:
             raise usage.UsageError("--idle-timeout must be positive")
+        if self["max-connections"] <= 0:
+            raise usage.UsageError("--max-connections must be positive")
 
 
 def makeService(options: Options) -> IService:
@@ -37,7 +40,10 @@ def makeService(options: Options) -> IService:
     from reloc.fileserver import FileServerFactory
 
     factory = FileServerFactory(
-        options["base"], reactor, idleTimeout=options["idle-timeout"]
+        options["base"],
+        reactor,
+        idleTimeout=options["idle-timeout"],
+        maxConnections=options["max-connections"],
     )
     return ListeningService(
         reactor, endpointDescription(options["port"]), factory, options["portfile"]

@@ -222,9 +222,20 @@ class ProxySession(Protocol):
     finished = False
 
     def connectionMade(self) -> None:
+        if len(self.factory.sessions) >= self.factory.maxConnections:
+            # Refused before anything is set up; connectionLost sees finished.
+            self.finished = True
+            self.log.warn(
+                "connection refused: {count} sessions already open",
+                count=len(self.factory.sessions),
+            )
+            self.transport.write(encodeError(UNAVAILABLE, "too many connections"))
+            self.transport.loseConnection()
+            return
         self.factory.sessions.add(self)
         self.delivered = 0
         self.clientPaused = False
+        self._pausedAt = 0.0
         self._streaming = False
         self._lines: LineReceiver | None = LineReceiver()
         self._attempts = 0
@@ -288,6 +299,7 @@ class ProxySession(Protocol):
 
     def pauseProducing(self) -> None:
         self.clientPaused = True
+        self._pausedAt = self.factory.clock.seconds()
         if self.leg is not None and self.leg.transport is not None:
             self.leg.transport.pauseProducing()
 
@@ -443,16 +455,27 @@ class ProxySession(Protocol):
         )
 
     def _watchForStalls(self) -> None:
-        timeout = self.factory.policy.stallTimeout
+        timeout = min(self.factory.policy.stallTimeout, self.factory.clientTimeout)
         self._stallWatch = LoopingCall(self._checkStall)
         self._stallWatch.clock = self.factory.clock
         self._stallWatch.start(timeout / 4, now=False)
 
     def _checkStall(self) -> None:
-        leg = self.leg
-        if leg is None or self.clientPaused:
+        now = self.factory.clock.seconds()
+        if self.clientPaused:
+            if now - self._pausedAt >= self.factory.clientTimeout:
+                self.log.warn(
+                    "client {client} stopped reading {name} at offset {offset}",
+                    client=_peer(self.transport),
+                    name=self.request.name,
+                    offset=self.offset,
+                )
+                self.transport.abortConnection()
             return
-        idle = self.factory.clock.seconds() - leg.lastActivity
+        leg = self.leg
+        if leg is None:
+            return
+        idle = now - leg.lastActivity
         if idle >= self.factory.policy.stallTimeout:
             self.legFailed(leg, f"sent nothing for {idle:.1f}s")
 
@@ -616,8 +639,15 @@ class ProxyFactory(Factory):
         policy: RetryPolicy = RetryPolicy(),
         requestTimeout: float = 30.0,
         random: Callable[[], float] = random.random,
+        maxConnections: int = 4096,
+        clientTimeout: float = 120.0,
     ):
         """
+        @param requestTimeout: seconds a client may take to send its request.
+        @param maxConnections: client connections served at once; more are
+            answered with C{ERR 503} and closed.
+        @param clientTimeout: seconds a client may go without reading before
+            it is dropped.
         @raise RoutesError: if the routes file cannot be used at start.
         """
         self.routesPath = routesPath
@@ -626,6 +656,8 @@ class ProxyFactory(Factory):
         self.policy = policy
         self.requestTimeout = requestTimeout
         self.random = random
+        self.maxConnections = maxConnections
+        self.clientTimeout = clientTimeout
         self.sessions: set[ProxySession] = set()
         self._fileStamp = _stamp(routesPath)
         self.routes = loadRoutes(routesPath)

@@ -35,6 +35,14 @@ class Options(usage.Options):
         ["stall-timeout", None, 30.0, "Seconds a backend may stall a stream.", float],
         ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
         ["portfile", None, None, "Write the bound port number to this file."],
+        ["max-connections", None, 4096, "Client connections served at once.", int],
+        [
+            "client-timeout",
+            None,
+            120.0,
+            "Seconds a client may go without reading before it is dropped.",
+            float,
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -45,6 +53,9 @@ class Options(usage.Options):
         except RoutesError as e:
             raise usage.UsageError(f"--routes: {e}") from None
         for name in ("deadline", "connect-timeout", "stall-timeout", "idle-timeout"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be positive")
+        for name in ("max-connections", "client-timeout"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
 
@@ -92,6 +103,8 @@ def makeService(options: Options) -> IService:
         reactor,
         policy=policy,
         requestTimeout=options["idle-timeout"],
+        maxConnections=options["max-connections"],
+        clientTimeout=options["client-timeout"],
     )
     top = MultiService()
     ListeningService(
