@@ -14,11 +14,13 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from reloc.metrics import FileServerMetrics
 from reloc.protocol import (
     BAD_OFFSET,
     EOF_LINE,
@@ -33,6 +35,8 @@ from reloc.protocol import (
     encodeError,
     parseRequest,
 )
+
+log = Logger()
 
 #: Bytes read from disk and sent as one frame.
 CHUNK_SIZE = 256 * 1024
@@ -193,6 +197,7 @@ class FileSender:
             transport.abortConnection()
             return
         self._offset += len(chunk)
+        self._protocol.factory.sentBytes += len(chunk)
         transport.writeSequence([dataHeader(len(chunk)), chunk])
 
     def stopProducing(self) -> None:
@@ -209,7 +214,6 @@ class FileServerProtocol(Protocol):
     log = Logger()
     factory: FileServerFactory
     name: str | None = None
-    _counted = False
 
     def connectionMade(self) -> None:
         self._sender: FileSender | None = None
@@ -217,14 +221,16 @@ class FileServerProtocol(Protocol):
         if self.factory.active >= self.factory.maxConnections:
             self._lines = None
             self.log.warn(
-                "connection refused: {count} already open", count=self.factory.active
+                "connection refused: {count} already open",
+                event="connection.refused",
+                count=self.factory.active,
             )
+            self.factory.metrics.errors.labels(str(UNAVAILABLE)).inc()
             assert self.transport is not None
             self.transport.write(encodeError(UNAVAILABLE, "too many connections"))
             self.transport.loseConnection()
             return
-        self.factory.active += 1
-        self._counted = True
+        self.factory.connections.add(self)
         self._lines = LineReceiver()
         self._idle = self.factory.clock.callLater(
             self.factory.idleTimeout, self._idleTimedOut
@@ -240,6 +246,7 @@ class FileServerProtocol(Protocol):
                 return
             self._lines = None
             self._cancelIdle()
+            self.factory.metrics.requests.inc()
             self._serve(parseRequest(line))
         except ProtocolError as e:
             self._refuse(e)
@@ -283,8 +290,12 @@ class FileServerProtocol(Protocol):
         self._lines = None
         self._cancelIdle()
         self.log.info(
-            "request refused: {code} {reason}", code=error.code, reason=error.reason
+            "request refused: {code} {reason}",
+            event="request.refused",
+            code=error.code,
+            reason=error.reason,
         )
+        self.factory.metrics.errors.labels(str(error.code)).inc()
         assert self.transport is not None
         self.transport.write(encodeError(error.code, error.reason))
         self.transport.loseConnection()
@@ -299,10 +310,23 @@ class FileServerProtocol(Protocol):
             self._idle.cancel()
             self._idle = None
 
+    def shutDown(self) -> None:
+        """
+        End this connection with C{ERR 503} after the last whole frame.
+        """
+        assert self.transport is not None
+        if self._sender is not None:
+            self.transport.unregisterProducer()
+            self._sender.stopProducing()
+            self._sender = None
+        self._lines = None
+        self._cancelIdle()
+        self.factory.metrics.errors.labels(str(UNAVAILABLE)).inc()
+        self.transport.write(encodeError(UNAVAILABLE, "server shutting down"))
+        self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._counted:
-            self.factory.active -= 1
-            self._counted = False
+        self.factory.connections.discard(self)
         self._cancelIdle()
         if self._sender is not None:
             self._sender.stopProducing()
@@ -339,8 +363,45 @@ class FileServerFactory(Factory):
         self.clock = clock
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
-        self.active = 0
+        self.connections: set[FileServerProtocol] = set()
+        self.sentBytes = 0
+        self.metrics = FileServerMetrics(lambda: self.sentBytes)
         self.digests = DigestCache(runInThread or self._runInPool)
+
+    @property
+    def active(self) -> int:
+        """
+        How many connections are open.
+        """
+        return len(self.connections)
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """
+        Let the transfers finish for up to C{grace} seconds, then end those
+        still running with C{ERR 503}.
+
+        @return: fires once every connection is closed.
+        """
+        deadline = self.clock.seconds() + grace
+        closing: list[Any] = []
+
+        def check() -> None:
+            if self.connections and self.clock.seconds() >= deadline:
+                log.warn(
+                    "grace period over: closing {count} connections",
+                    event="fs.shutdown",
+                    count=len(self.connections),
+                )
+                for protocol in list(self.connections):
+                    closing.append(protocol.transport)
+                    self.connections.discard(protocol)
+                    protocol.shutDown()
+            if not self.connections and all(t.disconnected for t in closing):
+                loop.stop()
+
+        loop = LoopingCall(check)
+        loop.clock = self.clock
+        return loop.start(0.05, now=True).addCallback(lambda ignored: None)
 
     def _runInPool(self, f: Callable[..., str], *args: object) -> Deferred[str]:
         reactor: Any = self.clock

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import os
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from reloc.service import ListeningService, endpointDescription
+from reloc.service import (
+    DrainService,
+    ListeningService,
+    endpointDescription,
+    metricsService,
+)
 
 
 class Options(usage.Options):
@@ -21,6 +26,8 @@ class Options(usage.Options):
         ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
         ["portfile", None, None, "Write the bound port number to this file."],
         ["max-connections", None, 4096, "Connections served at once.", int],
+        ["metrics", None, None, "Serve /metrics over HTTP on this port."],
+        ["grace", None, 30.0, "Seconds running transfers get on SIGTERM.", float],
     ]
 
     def postOptions(self) -> None:
@@ -32,12 +39,15 @@ class Options(usage.Options):
             raise usage.UsageError("--idle-timeout must be positive")
         if self["max-connections"] <= 0:
             raise usage.UsageError("--max-connections must be positive")
+        if self["grace"] < 0:
+            raise usage.UsageError("--grace must not be negative")
 
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from reloc.fileserver import FileServerFactory
+    from reloc.metrics import makeRoot
 
     factory = FileServerFactory(
         options["base"],
@@ -45,6 +55,12 @@ def makeService(options: Options) -> IService:
         idleTimeout=options["idle-timeout"],
         maxConnections=options["max-connections"],
     )
-    return ListeningService(
+    top = MultiService()
+    ListeningService(
         reactor, endpointDescription(options["port"]), factory, options["portfile"]
-    )
+    ).setServiceParent(top)
+    DrainService(factory.drain, options["grace"]).setServiceParent(top)
+    if options["metrics"] is not None:
+        root = makeRoot(factory.metrics.registry)
+        metricsService(reactor, options["metrics"], root).setServiceParent(top)
+    return top

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IConnector,
     IDelayedCall,
@@ -37,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from reloc.metrics import ProxyMetrics
 from reloc.protocol import (
     BAD_OFFSET,
     BAD_REQUEST,
@@ -227,8 +232,10 @@ class ProxySession(Protocol):
             self.finished = True
             self.log.warn(
                 "connection refused: {count} sessions already open",
+                event="connection.refused",
                 count=len(self.factory.sessions),
             )
+            self.factory.metrics.errors.labels(str(UNAVAILABLE)).inc()
             self.transport.write(encodeError(UNAVAILABLE, "too many connections"))
             self.transport.loseConnection()
             return
@@ -243,6 +250,9 @@ class ProxySession(Protocol):
         self._deadlineCall: IDelayedCall | None = None
         self._stallWatch: LoopingCall | None = None
         self._openedAt = self.factory.clock.seconds()
+        self._lastDelivery = self._openedAt
+        self._movedAt: float | None = None
+        self._retryDelay = 0.0
         self._idleCall: IDelayedCall | None = self.factory.clock.callLater(
             self.factory.requestTimeout, self._requestTimedOut
         )
@@ -254,6 +264,32 @@ class ProxySession(Protocol):
         The file offset of the next byte the client is owed.
         """
         return self.request.offset + self.delivered
+
+    def describe(self, now: float) -> dict[str, object]:
+        """
+        @return: this stream's state, for the status view.
+        """
+        requested = self._lines is None and hasattr(self, "request")
+        elapsed = max(now - self._openedAt, 1e-9)
+        if not requested:
+            state = "request"
+        elif self.leg is None:
+            state = "connecting" if not self._streaming else "retrying"
+        elif self.candidate is not None:
+            state = "moving"
+        else:
+            state = "streaming"
+        return {
+            "name": self.request.name if requested else None,
+            "client": _peer(self.transport),
+            "backend": str(self.leg.address) if self.leg else None,
+            "movingTo": str(self.candidate.address) if self.candidate else None,
+            "state": state,
+            "offset": self.offset if requested else None,
+            "delivered": self.delivered,
+            "rate": round(self.delivered / elapsed),
+            "seconds": round(elapsed, 3),
+        }
 
     # Client side.
 
@@ -275,8 +311,10 @@ class ProxySession(Protocol):
         if address is None:
             self._refuse(NOT_FOUND, "no route for this name")
             return
+        self.factory.metrics.streams.inc()
         self.log.info(
             "stream opened: {name} from offset {offset} for {client}, via {backend}",
+            event="stream.opened",
             name=self.request.name,
             offset=self.request.offset,
             client=_peer(self.transport),
@@ -347,6 +385,7 @@ class ProxySession(Protocol):
             self.candidate = None
             self.log.warn(
                 "backend {backend} not ready for {name} at offset {offset}: {why}",
+                event="backend.notready",
                 backend=str(leg.address),
                 name=self.request.name,
                 offset=self.offset,
@@ -356,6 +395,7 @@ class ProxySession(Protocol):
             self.leg = None
             self.log.warn(
                 "backend {backend} failed for {name} at offset {offset}: {why}",
+                event="backend.failed",
                 backend=str(leg.address),
                 name=self.request.name,
                 offset=self.offset,
@@ -394,6 +434,7 @@ class ProxySession(Protocol):
         if self.leg is not None:
             self.log.info(
                 "moving {name} from {old} to {new}, now at offset {offset}",
+                event="stream.moving",
                 name=self.request.name,
                 old=str(self.leg.address),
                 new=str(address),
@@ -445,8 +486,11 @@ class ProxySession(Protocol):
         reason = "fault" if old is None else "reload"
         if old is not None:
             old.retire()
+        self._movedAt = self._lastDelivery
+        self.factory.metrics.moves.labels(reason).inc()
         self.log.info(
             "stream moved: {name} from {old} to {new} at offset {offset} ({reason})",
+            event="stream.moved",
             name=self.request.name,
             old="-" if old is None else str(old.address),
             new=str(leg.address),
@@ -466,6 +510,7 @@ class ProxySession(Protocol):
             if now - self._pausedAt >= self.factory.clientTimeout:
                 self.log.warn(
                     "client {client} stopped reading {name} at offset {offset}",
+                    event="client.stalled",
                     client=_peer(self.transport),
                     name=self.request.name,
                     offset=self.offset,
@@ -487,6 +532,11 @@ class ProxySession(Protocol):
             if not data:
                 return
         self.delivered += len(data)
+        self.factory.relayedBytes += len(data)
+        self._lastDelivery = now = self.factory.clock.seconds()
+        if self._movedAt is not None:
+            self.factory.metrics.switchStall.observe(now - self._movedAt)
+            self._movedAt = None
         self.transport.writeSequence([dataHeader(len(data)), data])
 
     def _connect(self, address: Address) -> BackendLeg:
@@ -519,6 +569,7 @@ class ProxySession(Protocol):
         else:
             delay = self.factory.policy.delay(attempt, self.factory.random)
         self._cancel("_retryCall")
+        self._retryDelay = delay
         self._retryCall = self.factory.clock.callLater(delay, self._retry)
 
     def _retry(self) -> None:
@@ -531,17 +582,25 @@ class ProxySession(Protocol):
         if self.leg is not None and (address is None or address == self.leg.address):
             # A pending move whose route went back or away: nothing to do.
             return
+        self.factory.metrics.retries.inc()
         if address is None:
             self.log.warn(
-                "retry {attempt}: no route for {name}",
+                "retry {attempt} after {delay:.3f}s: no route for {name}",
+                event="stream.retry",
                 attempt=self._attempts,
+                delay=self._retryDelay,
                 name=self.request.name,
+                backend=None,
+                offset=self.offset,
             )
             self._scheduleRetry()
             return
         self.log.info(
-            "retry {attempt}: {name} on {backend} at offset {offset}",
+            "retry {attempt} after {delay:.3f}s: {name} on {backend} "
+            "at offset {offset}",
+            event="stream.retry",
             attempt=self._attempts,
+            delay=self._retryDelay,
             name=self.request.name,
             backend=str(address),
             offset=self.offset,
@@ -552,12 +611,21 @@ class ProxySession(Protocol):
         self._deadlineCall = None
         self.log.error(
             "gave up on {name} at offset {offset}: no backend within {deadline}s",
+            event="stream.gaveup",
             name=self.request.name,
             offset=self.offset,
             deadline=self.factory.policy.deadline,
         )
-        self.transport.write(encodeError(UNAVAILABLE, "no backend could continue"))
-        self._finish("gave up")
+        self.closeWithError("no backend could continue", "gave up")
+
+    def closeWithError(self, reason: str, outcome: str) -> None:
+        """
+        End the stream with C{ERR 503}; the client has only whole frames, so
+        the line comes after the last one.
+        """
+        self.factory.metrics.errors.labels(str(UNAVAILABLE)).inc()
+        self.transport.write(encodeError(UNAVAILABLE, reason))
+        self._finish(outcome)
 
     def _requestTimedOut(self) -> None:
         self._idleCall = None
@@ -565,7 +633,14 @@ class ProxySession(Protocol):
 
     def _refuse(self, code: int, reason: str) -> None:
         self._lines = None
-        self.log.info("request refused: {code} {reason}", code=code, reason=reason)
+        self.log.info(
+            "request refused: {code} {reason}",
+            event="request.refused",
+            code=code,
+            reason=reason,
+            client=_peer(self.transport),
+        )
+        self.factory.metrics.errors.labels(str(code)).inc()
         self.transport.write(encodeError(code, reason))
         self._finish(f"refused {code}")
 
@@ -589,7 +664,10 @@ class ProxySession(Protocol):
         if self._streaming or outcome == "gave up":
             self.log.info(
                 "stream closed: {name}, {bytes} bytes in {duration:.3f}s ({outcome})",
+                event="stream.closed",
                 name=self.request.name,
+                client=_peer(self.transport),
+                start=self.request.offset,
                 bytes=self.delivered,
                 duration=self.factory.clock.seconds() - self._openedAt,
                 outcome=outcome,
@@ -661,6 +739,11 @@ class ProxyFactory(Factory):
         self.sessions: set[ProxySession] = set()
         self._fileStamp = _stamp(routesPath)
         self.routes = loadRoutes(routesPath)
+        self.loadedAt = time.time()
+        self.relayedBytes = 0
+        self.metrics = ProxyMetrics(
+            lambda: len(self.sessions), lambda: self.relayedBytes
+        )
 
     def reload(self) -> bool:
         """
@@ -670,21 +753,29 @@ class ProxyFactory(Factory):
 
         @return: whether the new table was taken.
         """
-        stamp = _stamp(self.routesPath)
+        # A refused file is not read again until it changes (or on SIGHUP).
+        self._fileStamp = _stamp(self.routesPath)
         try:
             routes = loadRoutes(self.routesPath)
         except RoutesError as e:
-            self.log.error("routes reload refused, old table kept: {why}", why=e)
+            self.metrics.reloads.labels("refused").inc()
+            self.log.error(
+                "routes reload refused, old table kept: {why}",
+                event="routes.refused",
+                why=str(e),
+            )
             return False
-        self._fileStamp = stamp
         changed = sorted(
             name
             for name in routes.keys() | self.routes.keys()
             if routes.get(name) != self.routes.get(name)
         )
         self.routes = routes
+        self.loadedAt = time.time()
+        self.metrics.reloads.labels("accepted").inc()
         self.log.info(
             "routes reloaded: {count} names, {changed} changed",
+            event="routes.reloaded",
             count=len(routes),
             changed=", ".join(changed) or "none",
         )
@@ -693,12 +784,60 @@ class ProxyFactory(Factory):
                 session.routeUpdated()
         return True
 
+    def status(self) -> dict[str, object]:
+        """
+        @return: the route table in force and the live streams, for JSON.
+        """
+        now = self.clock.seconds()
+        streams = [session.describe(now) for session in self.sessions]
+        streams.sort(key=lambda stream: (str(stream["name"]), str(stream["client"])))
+        return {
+            "routes": {
+                "path": self.routesPath,
+                "loadedAt": _isoTime(self.loadedAt),
+                "table": {name: str(a) for name, a in sorted(self.routes.items())},
+            },
+            "streams": streams,
+        }
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """
+        Let the streams finish for up to C{grace} seconds, then end those
+        still running with C{ERR 503}.
+
+        @return: fires once every client connection is closed.
+        """
+        deadline = self.clock.seconds() + grace
+        closing: list[Any] = []
+
+        def check() -> None:
+            if self.sessions and self.clock.seconds() >= deadline:
+                self.log.warn(
+                    "grace period over: closing {count} streams",
+                    event="proxy.shutdown",
+                    count=len(self.sessions),
+                )
+                for session in list(self.sessions):
+                    closing.append(session.transport)
+                    session.closeWithError("proxy shutting down", "shutdown")
+            if not self.sessions and all(t.disconnected for t in closing):
+                loop.stop()
+
+        loop = LoopingCall(check)
+        loop.clock = self.clock
+        finished = loop.start(0.05, now=True)
+        return finished.addCallback(lambda ignored: None)
+
     def refreshRoutes(self) -> None:
         """
         Re-read the routes file if it changed since it was last read.
         """
         if _stamp(self.routesPath) != self._fileStamp:
             self.reload()
+
+
+def _isoTime(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def _stamp(path: str) -> tuple[int, int, int, int] | None:

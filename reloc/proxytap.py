@@ -10,9 +10,15 @@ from typing import Any
 from twisted.application.service import IService, MultiService, Service
 from twisted.python import usage
 
+from reloc.metrics import makeRoot
 from reloc.proxy import ProxyFactory, RetryPolicy
 from reloc.routes import RoutesError, loadRoutes
-from reloc.service import ListeningService, endpointDescription
+from reloc.service import (
+    DrainService,
+    ListeningService,
+    endpointDescription,
+    metricsService,
+)
 
 
 class Options(usage.Options):
@@ -36,6 +42,8 @@ class Options(usage.Options):
         ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
         ["portfile", None, None, "Write the bound port number to this file."],
         ["max-connections", None, 4096, "Client connections served at once.", int],
+        ["metrics", None, None, "Serve /metrics and /status over HTTP here."],
+        ["grace", None, 30.0, "Seconds running streams get on SIGTERM.", float],
         [
             "client-timeout",
             None,
@@ -58,6 +66,8 @@ class Options(usage.Options):
         for name in ("max-connections", "client-timeout"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        if self["grace"] < 0:
+            raise usage.UsageError("--grace must not be negative")
 
 
 class ReloadOnHangup(Service):
@@ -111,4 +121,8 @@ def makeService(options: Options) -> IService:
         reactor, endpointDescription(options["port"]), factory, options["portfile"]
     ).setServiceParent(top)
     ReloadOnHangup(reactor, factory).setServiceParent(top)
+    DrainService(factory.drain, options["grace"]).setServiceParent(top)
+    if options["metrics"] is not None:
+        root = makeRoot(factory.metrics.registry, factory.status)
+        metricsService(reactor, options["metrics"], root).setServiceParent(top)
     return top

@@ -5,6 +5,7 @@ Service pieces shared by the two twistd plugins.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -13,6 +14,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 
 def endpointDescription(port: str) -> str:
@@ -77,3 +80,37 @@ class ListeningService(Service):
             port, self._port = self._port, None
             return port.stopListening()
         return None
+
+
+class DrainService(Service):
+    """
+    On stop, give running transfers a grace period before they are cut.
+
+    twistd stops its services on SIGTERM and waits for the L{Deferred} this
+    returns before the reactor stops; the listening port is closed at the
+    same time, so no new connection is accepted meanwhile.
+    """
+
+    log = Logger()
+
+    def __init__(self, drain: Callable[[float], Deferred[None]], grace: float):
+        self._drain = drain
+        self._grace = grace
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        self.log.info(
+            "stopping: {grace}s for running transfers to finish",
+            event="shutdown.started",
+            grace=self._grace,
+        )
+        return self._drain(self._grace)
+
+
+def metricsService(reactor: Any, port: str, root: Resource) -> ListeningService:
+    """
+    @return: a service that serves C{root} over HTTP on C{port}.
+    """
+    site = Site(root)
+    site.noisy = False
+    return ListeningService(reactor, endpointDescription(port), site)
