@@ -366,8 +366,9 @@ class ProxySession(Protocol):
         if isinstance(event, Payload):
             self._deliver(leg, event.data)
         elif isinstance(event, End):
-            if leg.skip or leg.endOffset != self.offset:
-                self.legFailed(leg, "copy ends before the bytes already sent")
+            assert self.identity is not None
+            if leg.skip or self.offset != self.identity.size:
+                self.legFailed(leg, "EOF before the end of the file")
                 return
             self.transport.write(EOF_LINE)
             self._finish("complete")
