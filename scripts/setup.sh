@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
 need_packages=()
-for tool in rsync:rsync nc:netcat-openbsd; do
+for tool in rsync:rsync nc:netcat-openbsd ip:iproute2 nft:nftables; do
     command -v "${tool%%:*}" >/dev/null || need_packages+=("${tool##*:}")
 done
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
