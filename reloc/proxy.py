@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -64,6 +63,10 @@ from reloc.protocol import (
     parseRequest,
 )
 from reloc.routes import Address, RoutesError, loadRoutes
+
+#: Seconds after the grace period that clients get to take their last bytes
+#: and the C{ERR} line, before their connections are cut.
+_FLUSH_TIME = 5.0
 
 #: Backend refusals about the request itself, passed on to the client when
 #: they answer the first leg of a stream.  Any other refusal means the backend
@@ -227,18 +230,19 @@ class ProxySession(Protocol):
     finished = False
 
     def connectionMade(self) -> None:
-        if len(self.factory.sessions) >= self.factory.maxConnections:
+        if len(self.factory.connections) >= self.factory.maxConnections:
             # Refused before anything is set up; connectionLost sees finished.
             self.finished = True
             self.log.warn(
                 "connection refused: {count} sessions already open",
                 event="connection.refused",
-                count=len(self.factory.sessions),
+                count=len(self.factory.connections),
             )
             self.factory.metrics.errors.labels(str(UNAVAILABLE)).inc()
             self.transport.write(encodeError(UNAVAILABLE, "too many connections"))
             self.transport.loseConnection()
             return
+        self.factory.connections.add(self)
         self.factory.sessions.add(self)
         self.delivered = 0
         self.clientPaused = False
@@ -271,6 +275,9 @@ class ProxySession(Protocol):
         """
         requested = self._lines is None and hasattr(self, "request")
         elapsed = max(now - self._openedAt, 1e-9)
+        backend, movingTo = self.leg, self.candidate
+        if not self._streaming:
+            backend, movingTo = self.candidate, None
         if not requested:
             state = "request"
         elif self.leg is None:
@@ -282,8 +289,8 @@ class ProxySession(Protocol):
         return {
             "name": self.request.name if requested else None,
             "client": _peer(self.transport),
-            "backend": str(self.leg.address) if self.leg else None,
-            "movingTo": str(self.candidate.address) if self.candidate else None,
+            "backend": str(backend.address) if backend else None,
+            "movingTo": str(movingTo.address) if movingTo else None,
             "state": state,
             "offset": self.offset if requested else None,
             "delivered": self.delivered,
@@ -324,13 +331,15 @@ class ProxySession(Protocol):
 
     def readConnectionLost(self) -> None:
         # A client may close its sending side after the request and still
-        # read the whole answer.
-        pass
+        # read the whole answer; before the request, it never will ask.
+        if self._lines is not None:
+            self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.connections.discard(self)
         if not self.finished:
             outcome = "client left" if self._lines is None else "no request"
             self._finish(outcome)
@@ -705,6 +714,8 @@ class ProxyFactory(Factory):
 
     @ivar routes: the table in force.
     @ivar sessions: every client session not yet finished.
+    @ivar connections: every client connection not yet closed, which
+        includes finished sessions whose last bytes are still being sent.
     """
 
     protocol = ProxySession
@@ -738,6 +749,7 @@ class ProxyFactory(Factory):
         self.maxConnections = maxConnections
         self.clientTimeout = clientTimeout
         self.sessions: set[ProxySession] = set()
+        self.connections: set[ProxySession] = set()
         self._fileStamp = _stamp(routesPath)
         self.routes = loadRoutes(routesPath)
         self.loadedAt = time.time()
@@ -809,19 +821,25 @@ class ProxyFactory(Factory):
         @return: fires once every client connection is closed.
         """
         deadline = self.clock.seconds() + grace
-        closing: list[Any] = []
+        cutAt: list[float] = []
 
         def check() -> None:
-            if self.sessions and self.clock.seconds() >= deadline:
-                self.log.warn(
-                    "grace period over: closing {count} streams",
-                    event="proxy.shutdown",
-                    count=len(self.sessions),
-                )
+            now = self.clock.seconds()
+            if not cutAt and now >= deadline:
+                cutAt.append(now)
+                if self.sessions:
+                    self.log.warn(
+                        "grace period over: closing {count} streams",
+                        event="proxy.shutdown",
+                        count=len(self.sessions),
+                    )
                 for session in list(self.sessions):
-                    closing.append(session.transport)
                     session.closeWithError("proxy shutting down", "shutdown")
-            if not self.sessions and all(t.disconnected for t in closing):
+            elif cutAt and now >= cutAt[0] + _FLUSH_TIME:
+                # Clients that do not read even their last bytes are cut.
+                for session in list(self.connections):
+                    session.transport.abortConnection()
+            if not self.connections:
                 loop.stop()
 
         loop = LoopingCall(check)
