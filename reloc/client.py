@@ -21,7 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -87,9 +87,11 @@ class RateLimiter:
         self._count = 0
         self._call: IDelayedCall | None = None
 
-    def received(self, count: int, transport: object) -> None:
+    def received(self, count: int, transport: object) -> float:
         """
         Account for C{count} bytes; pause C{transport} if they came too soon.
+
+        @return: the seconds until reading resumes (0 if it goes on).
         """
         now = self._clock.seconds()
         if self._start is None:
@@ -99,6 +101,7 @@ class RateLimiter:
         if wait > 0 and self._call is None:
             transport.pauseProducing()  # type: ignore[attr-defined]
             self._call = self._clock.callLater(wait, self._resume, transport)
+        return max(wait, 0.0)
 
     def _resume(self, transport: object) -> None:
         self._call = None
@@ -181,7 +184,10 @@ class DownloadProtocol(Protocol):
             if self._result is not None:
                 return
         if self._limiter is not None:
-            self._limiter.received(len(data), self.transport)
+            wait = self._limiter.received(len(data), self.transport)
+            if wait and self._idle is not None:
+                # A pause of our own making is not the server being idle.
+                self._idle.reset(self._idleTimeout + wait)
 
     def _identified(self, identity: Identity) -> None:
         if self._expected is not None and identity != self._expected:
@@ -257,6 +263,7 @@ class Download:
         sha256: str | None = None,
         progress: Callable[[int], object] = lambda count: None,
         say: Callable[[str], object] = lambda text: None,
+        onSize: Callable[[int], object] = lambda size: None,
     ):
         self._reactor = reactor
         self._proxy = proxy
@@ -271,6 +278,7 @@ class Download:
         self._sha256 = sha256
         self._progress = progress
         self._say = say
+        self._onSize = onSize
         self._identity: Identity | None = None
         self._hasher = hashlib.sha256()
         self._sink: BinaryIO | None = None
@@ -336,6 +344,7 @@ class Download:
         protocol.done.addCallbacks(self._complete, self._failed)
 
     def _identified(self, identity: Identity) -> None:
+        self._onSize(identity.size)
         if self._identity is None:
             self._identity = identity
             temporary = self._identityFile + ".tmp"
@@ -348,6 +357,9 @@ class Download:
         retryable = isinstance(error, DownloadError) and error.retryable
         if not retryable or self.connections > self._retries:
             self._close()
+            if self._identity is None and os.path.getsize(self._partial) == 0:
+                # Nothing worth resuming: leave no empty file behind.
+                self._discard()
             self.done.errback(reason)
             return
         delay = min(8.0, 0.5 * 2 ** (self.connections - 1))
@@ -409,8 +421,17 @@ class _HashingSink:
         self._hasher.update(data)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """
+    An argument parser whose errors are one line, like every other failure.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m reloc.client",
         description="Download one file through a reloc proxy.",
     )
@@ -453,6 +474,10 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         validateName(arguments.name)
     except ProtocolError as e:
         parser.error(f"--name: {e.reason}")
+    if not arguments.out or os.path.isdir(arguments.out):
+        parser.error(f"--out {arguments.out!r} must name a file, not a folder")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(arguments.out))):
+        parser.error(f"--out {arguments.out!r}: its folder does not exist")
     if not arguments.idle_timeout > 0:
         parser.error("--idle-timeout must be positive")
     if arguments.retries < 0:
@@ -478,7 +503,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         total=None,
         unit="B",
         unit_scale=True,
-        unit_divisor=1024,
         desc=arguments.name,
         disable=not show,
         file=sys.stderr,
@@ -494,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resume=arguments.resume,
         sha256=arguments.sha256,
         progress=bar.update,
+        onSize=lambda size: setattr(bar, "total", size) or bar.refresh(),
         say=lambda text: (
             bar.write(f"reloc.client: {text}", file=sys.stderr) if show else None
         ),
@@ -505,6 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not outcome:
         reactor.run()
     bar.close()
+    if not outcome:
+        sys.stderr.write(f"reloc.client: {arguments.name}: interrupted\n")
+        return 130
     result = outcome[0]
     if isinstance(result, Failure):
         error = result.value

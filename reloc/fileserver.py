@@ -12,7 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IPullProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPullProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -206,9 +211,13 @@ class FileSender:
             self._fd = -1
 
 
+@implementer(IHalfCloseableProtocol)
 class FileServerProtocol(Protocol):
     """
     One request, then the file or one C{ERR} line.
+
+    A client may close its sending side once it has asked and still read the
+    whole answer.
     """
 
     log = Logger()
@@ -309,6 +318,16 @@ class FileServerProtocol(Protocol):
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
+
+    def readConnectionLost(self) -> None:
+        if self._lines is not None:
+            # The request will never be completed.
+            assert self.transport is not None
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
 
     def shutDown(self) -> None:
         """

@@ -11,7 +11,9 @@ from twisted.python import usage
 
 from reloc.service import (
     DrainService,
+    IgnoreHangup,
     ListeningService,
+    checkEndpoint,
     endpointDescription,
     metricsService,
 )
@@ -31,6 +33,12 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        for name in ("port", "metrics"):
+            if self[name] is not None:
+                try:
+                    checkEndpoint(endpointDescription(self[name]))
+                except ValueError as e:
+                    raise usage.UsageError(f"--{name}: {e}") from None
         if self["base"] is None:
             raise usage.UsageError("--base is required")
         if not os.path.isdir(self["base"]):
@@ -60,6 +68,7 @@ def makeService(options: Options) -> IService:
         reactor, endpointDescription(options["port"]), factory, options["portfile"]
     ).setServiceParent(top)
     DrainService(factory.drain, options["grace"]).setServiceParent(top)
+    IgnoreHangup().setServiceParent(top)
     if options["metrics"] is not None:
         root = makeRoot(factory.metrics.registry)
         metricsService(reactor, options["metrics"], root).setServiceParent(top)

@@ -16,6 +16,7 @@ from reloc.routes import RoutesError, loadRoutes
 from reloc.service import (
     DrainService,
     ListeningService,
+    checkEndpoint,
     endpointDescription,
     metricsService,
 )
@@ -54,6 +55,12 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        for name in ("port", "metrics"):
+            if self[name] is not None:
+                try:
+                    checkEndpoint(endpointDescription(self[name]))
+                except ValueError as e:
+                    raise usage.UsageError(f"--{name}: {e}") from None
         if self["routes"] is None:
             raise usage.UsageError("--routes is required")
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import stat
 from dataclasses import dataclass
 
 from reloc.protocol import ProtocolError, validateName
@@ -59,7 +61,7 @@ def parseAddress(text: str) -> Address:
         host, sep, port = text.rpartition(":")
         if not sep or not host or ":" in host:
             raise ValueError(f"{text!r} is not host:port")
-        if any(c.isspace() or c in "[]/" for c in host):
+        if any(c.isspace() or c in "[]/" or not c.isprintable() for c in host):
             raise ValueError(f"{host!r} is not a host name")
     if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{port!r} is not a port number")
@@ -98,10 +100,18 @@ def loadRoutes(path: str) -> dict[str, Address]:
     @raise RoutesError: if it cannot be read or is not a valid table.
     """
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_ROUTES_FILE + 1)
+        # O_NONBLOCK keeps a FIFO from blocking the open (and the reactor).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise RoutesError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RoutesError(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(MAX_ROUTES_FILE + 1)
+        except OSError as e:
+            raise RoutesError(f"cannot read {path}: {e.strerror}") from None
     if len(raw) > MAX_ROUTES_FILE:
         raise RoutesError("routes file too large")
     return parseRoutes(raw)

@@ -5,6 +5,7 @@ Service pieces shared by the two twistd plugins.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -27,6 +29,24 @@ def endpointDescription(port: str) -> str:
     if port.isascii() and port.isdigit():
         return f"tcp:{port}"
     return port
+
+
+class ListenError(Exception):
+    """
+    A server could not start listening; the message says why.
+    """
+
+
+def checkEndpoint(description: str) -> None:
+    """
+    Check that a server endpoint description parses, for option checking.
+
+    @raise ValueError: with a reason, if it does not.
+    """
+    try:
+        serverFromString(None, description)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{description!r} is not a port or endpoint: {e}") from None
 
 
 class ListeningService(Service):
@@ -49,17 +69,23 @@ class ListeningService(Service):
         self._factory = factory
         self._portFile = portFile
         self._port: IListeningPort | None = None
-        self._listening: Deferred[IListeningPort] | None = None
 
     def privilegedStartService(self) -> None:
-        # Endpoint errors (a port in use) surface here, before twistd
-        # detaches, so the operator sees them on the terminal.
+        # A port that cannot be bound (in use, no such address) must stop
+        # twistd here, before it detaches, rather than leave a server that
+        # listens on nothing: TCP endpoints report it synchronously.
         endpoint = serverFromString(self._reactor, self._description)
-        self._listening = endpoint.listen(self._factory)
-        self._listening.addCallback(self._listened)
+        outcome: list[IListeningPort | Failure] = []
+        endpoint.listen(self._factory).addBoth(outcome.append)
+        if not outcome:
+            raise ListenError(f"{self._description}: listening did not complete")
+        if isinstance(outcome[0], Failure):
+            why = outcome[0].getErrorMessage()
+            raise ListenError(f"cannot listen on {self._description}: {why}")
+        self._listened(outcome[0])
         Service.privilegedStartService(self)
 
-    def _listened(self, port: IListeningPort) -> IListeningPort:
+    def _listened(self, port: IListeningPort) -> None:
         self._port = port
         address = port.getHost()
         self.log.info(
@@ -69,10 +95,14 @@ class ListeningService(Service):
         )
         if self._portFile is not None:
             temporary = self._portFile + ".tmp"
-            with open(temporary, "w") as f:
-                f.write(f"{getattr(address, 'port', '')}\n")
-            os.replace(temporary, self._portFile)
-        return port
+            try:
+                with open(temporary, "w") as f:
+                    f.write(f"{getattr(address, 'port', '')}\n")
+                os.replace(temporary, self._portFile)
+            except OSError as e:
+                port.stopListening()
+                self._port = None
+                raise ListenError(f"cannot write --portfile: {e}") from None
 
     def stopService(self) -> Deferred[None] | None:
         Service.stopService(self)
@@ -114,3 +144,32 @@ def metricsService(reactor: Any, port: str, root: Resource) -> ListeningService:
     site = Site(root)
     site.noisy = False
     return ListeningService(reactor, endpointDescription(port), site)
+
+
+class IgnoreHangup(Service):
+    """
+    Ignore SIGHUP while running.
+
+    twistd installs no handler for it and the default action ends the
+    process; a file server has nothing to reload, and a SIGHUP meant for the
+    proxy (a mixed-up pidfile) should not take a backend down.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        # Nothing is logged here: logging is not safe in a signal handler.
+        pass

@@ -246,6 +246,8 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     arguments = parser.parse_args()
+    if not 1 <= arguments.seconds <= 3600:
+        parser.error("--seconds must be between 1 and 3600")
     work = tempfile.mkdtemp(prefix="reloc-demo-")
     say(f"working in {work}")
     demo = Demo(work, arguments.seconds)

@@ -52,6 +52,9 @@
 
 set -euo pipefail
 
+# The repository this script belongs to, for the routes rules in reloc/.
+script_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
 readonly PROG=migrate.sh
 
 readonly EXIT_USAGE=2
@@ -300,11 +303,17 @@ echo "verified: $name at $dest matches the source by checksum"
 # stays on one file system), fsynced, given the old file's permissions and
 # renamed over the old file; the folder is fsynced afterwards.  A symlinked
 # routes file is followed: its target is replaced and the link kept.
-if ! routes_err=$(python3 - "$routes" "$name" "$backend" 2>&1 <<'EOF'
+# The new table is checked with the proxy's own rules (reloc.routes, found
+# beside this script), so that a table the proxy would refuse on SIGHUP is
+# never written.
+if ! routes_err=$(PYTHONPATH="$script_root${PYTHONPATH:+:$PYTHONPATH}" \
+    python3 - "$routes" "$name" "$backend" 2>&1 <<'EOF'
 import json
 import os
 import sys
 import tempfile
+
+from reloc.routes import RoutesError, parseRoutes
 
 path, name, backend = sys.argv[1:4]
 
@@ -328,6 +337,10 @@ except (UnicodeDecodeError, ValueError) as e:
 if not isinstance(table, dict):
     fail(f"{path} is not a JSON object")
 table[name] = backend
+try:
+    parseRoutes(json.dumps(table).encode("utf-8"))
+except RoutesError as e:
+    fail(f"the proxy would refuse the new table: {e}")
 
 folder, base = os.path.split(real)
 try:

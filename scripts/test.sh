@@ -12,9 +12,10 @@ echo "test: ruff format --check"
 ruff format --check . || status=1
 
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+scratch="$(mktemp -d)"
+trap 'rm -rf "$log" "$scratch"' EXIT
 echo "test: trial reloc tests"
-trial --temp-directory="$(mktemp -d)/_trial_temp" reloc tests 2>&1 | tee "$log" \
+trial --temp-directory="$scratch/_trial_temp" reloc tests 2>&1 | tee "$log" \
     || status=1
 
 summary="$(grep -E '^(PASSED|FAILED) \(' "$log" | tail -1 || true)"

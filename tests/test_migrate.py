@@ -668,6 +668,20 @@ class MigrateFailureTests(MigrateTestMixin, SynchronousTestCase):
         self.assertFailed(result, EXIT_ROUTES)
         self.assertIn("not a JSON object", result.stderr)
 
+    def test_routesTheProxyWouldRefuse(self) -> None:
+        """
+        A routes file whose other entries the proxy would refuse fails with
+        code 7 and is left as it was, rather than be written and then refused
+        by the proxy on SIGHUP.
+        """
+        self.routes.write_text(json.dumps({"other": "127.0.0.1:99999"}))
+        self.routesBefore = self.routes.read_bytes()
+        self.addSource()
+        self.startProxy()
+        result = self.migrate()
+        self.assertFailed(result, EXIT_ROUTES)
+        self.assertIn("proxy would refuse", result.stderr)
+
     def test_routesNotJSON(self) -> None:
         """
         A routes file that is not JSON fails with code 7 and is left as it was.
