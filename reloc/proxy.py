@@ -64,6 +64,11 @@ from reloc.protocol import (
 )
 from reloc.routes import Address, RoutesError, loadRoutes
 
+#: Payload bytes a new leg may have to read and drop to catch up with the
+#: offset the old leg reached while the new one was being checked; further
+#: behind, it is asked again from the current offset instead.
+MAX_SKIP = 1024 * 1024
+
 #: Seconds after the grace period that clients get to take their last bytes
 #: and the C{ERR} line, before their connections are cut.
 _FLUSH_TIME = 5.0
@@ -119,6 +124,8 @@ class BackendLeg(Protocol):
         the stream moved on while this leg was being checked.
     @ivar retired: set once the session is done with this leg; nothing it
         reports afterwards counts.
+    @ivar exact: whether this leg was asked again for an offset close to the
+        current one, and is to be taken however far behind it is.
     """
 
     def __init__(self, session: ProxySession, address: Address, offset: int):
@@ -127,6 +134,7 @@ class BackendLeg(Protocol):
         self.requestOffset = offset
         self.skip = 0
         self.retired = False
+        self.exact = False
         self.connector: IConnector | None = None
         self.answerCall: IDelayedCall | None = None
         self.lastActivity = session.factory.clock.seconds()
@@ -472,6 +480,17 @@ class ProxySession(Protocol):
             self.identity = event.identity
         elif event.identity != self.identity:
             self.legFailed(leg, _difference(self.identity, event.identity))
+            return
+        behind = self.offset - leg.requestOffset
+        if self.leg is not None and behind > MAX_SKIP and not leg.exact:
+            # The old leg streamed on while this one was slow to answer (the
+            # new backend hashing a fresh copy, say).  Reading and dropping
+            # that much would stall the client; the old leg carries on while
+            # a second connection asks for the current offset.  Its identity
+            # is known now, so it answers at once.
+            leg.retire()
+            self.candidate = self._connect(leg.address)
+            self.candidate.exact = True
             return
         self._promote(leg)
 

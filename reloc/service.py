@@ -27,7 +27,12 @@ def endpointDescription(port: str) -> str:
     @param port: a bare port number, or an endpoint description already.
     """
     if port.isascii() and port.isdigit():
-        return f"tcp:{port}"
+        port = f"tcp:{port}"
+    if port.startswith("tcp:") and "backlog=" not in port:
+        # Twisted's default backlog is 50: a move of hundreds of streams
+        # opens that many connections to the new backend at once, and a
+        # full queue costs each dropped one a SYN retransmission (1 s).
+        port += ":backlog=1024"
     return port
 
 

@@ -25,6 +25,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from reloc import proxy
 from reloc.protocol import (
     MAX_HEADER_LINE,
     MAX_REQUEST_LINE,
@@ -539,6 +540,35 @@ class PlannedMoveTests(ProxyTestCase):
         old.connectionLost(Failure(ConnectionLost()))
         self.assertComplete(transport)
         self.assertEqual(len(self.reactor.tcpClients), 2)
+        self.assertClean()
+
+    def test_slowCandidateAskedAgain(self) -> None:
+        """
+        A candidate that answers only after the old leg streamed far past the
+        offset it asked for is not used to read and drop those bytes: the old
+        leg carries on while a second connection asks for the current
+        offset, and that one takes over with nothing to drop.
+        """
+        self.patch(proxy, "MAX_SKIP", 1000)
+        output = framed(CONTENT)[len(IDLINE) :]
+        first = len(dataHeader(1000)) + 600
+        second = len(dataHeader(1000)) * 3 + 2100
+        session, transport, old, oldTransport = self.streamingSession(first)
+        self.writeRoutes({NAME: str(NEW)})
+        self.factory.reload()
+        slow, slowTransport = self.acceptLeg()
+        self.assertEqual(slowTransport.value(), b"GETID big.bin 600\n")
+        self.feed(old, output[first:second])
+        slow.dataReceived(IDLINE)
+        self.assertTrue(slowTransport.disconnected)
+        self.assertFalse(oldTransport.disconnecting)
+        self.assertEqual(len(self.reactor.tcpClients), 3)
+        self.assertEqual(self.lastAttempt(), (NEW.host, NEW.port))
+        again, againTransport = self.acceptLeg()
+        self.assertEqual(againTransport.value(), b"GETID big.bin 2100\n")
+        self.feed(again, framed(CONTENT[2100:], frame=700))
+        self.assertTrue(oldTransport.disconnected)
+        self.assertComplete(transport)
         self.assertClean()
 
     def test_brokenRoutesNotJson(self) -> None:
