@@ -267,6 +267,10 @@ class FileServerProtocol(Protocol):
             os.close(fd)
             raise ProtocolError(BAD_OFFSET, "offset beyond the end of the file")
         self._sender = FileSender(self, fd, request.offset, info.st_size)
+        # One frame, header included, in one send call rather than three
+        # (Twisted's default SEND_LIMIT is 128 KiB).
+        assert self.transport is not None
+        self.transport.SEND_LIMIT = CHUNK_SIZE + 1024
         if not request.identify:
             self._send()
             return

@@ -64,6 +64,10 @@ from reloc.protocol import (
 )
 from reloc.routes import Address, RoutesError, loadRoutes
 
+#: The most and the least a stream reads from its backend at a time.
+MAX_READ = 256 * 1024
+MIN_READ = 16 * 1024
+
 #: Payload bytes a new leg may have to read and drop to catch up with the
 #: offset the old leg reached while the new one was being checked; further
 #: behind, it is asked again from the current offset instead.
@@ -135,6 +139,7 @@ class BackendLeg(Protocol):
         self.skip = 0
         self.retired = False
         self.exact = False
+        self.progressed = False
         self.connector: IConnector | None = None
         self.answerCall: IDelayedCall | None = None
         self.lastActivity = session.factory.clock.seconds()
@@ -151,6 +156,7 @@ class BackendLeg(Protocol):
         if self.retired:
             self.transport.abortConnection()
             return
+        self.session.sizeBuffers()
         name = self.session.request.name
         self.transport.write(Request(name, self.requestOffset, True).toLine())
 
@@ -276,6 +282,27 @@ class ProxySession(Protocol):
         The file offset of the next byte the client is owed.
         """
         return self.request.offset + self.delivered
+
+    def sizeBuffers(self) -> None:
+        """
+        Size this stream's reads and buffers from its share of the proxy's
+        buffer memory.
+
+        The proxy's cost is per chunk, not per byte, so a few streams read
+        large chunks; many streams share the same memory in smaller ones.
+        The client transport pauses the backend once a chunk and its header
+        are buffered, so a lagging client holds about two chunks here, and
+        one that keeps up never pauses the backend at all.
+        """
+        size = self.factory.chunkSize()
+        if self.leg is not None and self.leg.transport is not None:
+            self.leg.transport.bufferSize = size
+        if self.candidate is not None and self.candidate.transport is not None:
+            self.candidate.transport.bufferSize = size
+        self.transport.bufferSize = size + 64
+        # Twisted sends at most SEND_LIMIT (128 KiB) per call and waits a
+        # reactor turn for the rest; a chunk should go in one call.
+        self.transport.SEND_LIMIT = max(128 * 1024, 2 * size)
 
     def describe(self, now: float) -> dict[str, object]:
         """
@@ -419,7 +446,10 @@ class ProxySession(Protocol):
                 offset=self.offset,
                 why=why,
             )
-            self._attempts = 0
+            if leg.progressed:
+                # A leg that delivered bytes was a success: the next break
+                # starts the delays again.
+                self._attempts = 0
         else:
             return
         if self.leg is None and self._deadlineCall is None:
@@ -500,9 +530,10 @@ class ProxySession(Protocol):
         self.leg = leg
         leg.stopWaiting()
         leg.skip = self.offset - leg.requestOffset
-        self._cancel("_deadlineCall")
+        # The deadline and the delays stay until the leg delivers a byte: a
+        # backend that answers its ID line and then dies must not be retried
+        # at once and forever.
         self._cancel("_retryCall")
-        self._attempts = 0
         if self.clientPaused:
             leg.transport.pauseProducing()
         if not self._streaming:
@@ -534,6 +565,7 @@ class ProxySession(Protocol):
         self._stallWatch.start(timeout / 4, now=False)
 
     def _checkStall(self) -> None:
+        self.sizeBuffers()
         now = self.factory.clock.seconds()
         if self.clientPaused:
             if now - self._pausedAt >= self.factory.clientTimeout:
@@ -560,6 +592,13 @@ class ProxySession(Protocol):
             data = data[cut:]
             if not data:
                 return
+        assert self.identity is not None
+        if self.offset + len(data) > self.identity.size:
+            self.legFailed(leg, "more bytes than the file has")
+            return
+        if not leg.progressed:
+            leg.progressed = True
+            self._cancel("_deadlineCall")
         self.delivered += len(data)
         self.factory.relayedBytes += len(data)
         self._lastDelivery = now = self.factory.clock.seconds()
@@ -750,6 +789,7 @@ class ProxyFactory(Factory):
         random: Callable[[], float] = random.random,
         maxConnections: int = 4096,
         clientTimeout: float = 120.0,
+        bufferMemory: int = 64 * 1024 * 1024,
     ):
         """
         @param requestTimeout: seconds a client may take to send its request.
@@ -757,6 +797,7 @@ class ProxyFactory(Factory):
             answered with C{ERR 503} and closed.
         @param clientTimeout: seconds a client may go without reading before
             it is dropped.
+        @param bufferMemory: bytes of relay buffers the streams share.
         @raise RoutesError: if the routes file cannot be used at start.
         """
         self.routesPath = routesPath
@@ -767,6 +808,7 @@ class ProxyFactory(Factory):
         self.random = random
         self.maxConnections = maxConnections
         self.clientTimeout = clientTimeout
+        self.bufferMemory = bufferMemory
         self.sessions: set[ProxySession] = set()
         self.connections: set[ProxySession] = set()
         self._fileStamp = _stamp(routesPath)
@@ -815,6 +857,14 @@ class ProxyFactory(Factory):
             for session in list(self.sessions):
                 session.routeUpdated()
         return True
+
+    def chunkSize(self) -> int:
+        """
+        @return: how much one stream reads at a time now: its share of
+            L{bufferMemory} (two chunks a stream), within bounds.
+        """
+        share = self.bufferMemory // (2 * max(1, len(self.sessions)))
+        return max(MIN_READ, min(MAX_READ, share))
 
     def status(self) -> dict[str, object]:
         """

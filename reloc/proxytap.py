@@ -45,6 +45,7 @@ class Options(usage.Options):
         ["max-connections", None, 4096, "Client connections served at once.", int],
         ["metrics", None, None, "Serve /metrics and /status over HTTP here."],
         ["grace", None, 30.0, "Seconds running streams get on SIGTERM.", float],
+        ["buffer-memory", None, 64, "MiB of relay buffers streams share.", int],
         [
             "client-timeout",
             None,
@@ -70,7 +71,7 @@ class Options(usage.Options):
         for name in ("deadline", "connect-timeout", "stall-timeout", "idle-timeout"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
-        for name in ("max-connections", "client-timeout"):
+        for name in ("max-connections", "client-timeout", "buffer-memory"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         if self["grace"] < 0:
@@ -122,6 +123,7 @@ def makeService(options: Options) -> IService:
         requestTimeout=options["idle-timeout"],
         maxConnections=options["max-connections"],
         clientTimeout=options["client-timeout"],
+        bufferMemory=options["buffer-memory"] * 1024 * 1024,
     )
     top = MultiService()
     ListeningService(

@@ -454,6 +454,46 @@ class UnplannedMoveTests(ProxyTestCase):
         self.assertRefusal(transport, 503)
         self.assertClean()
 
+    def test_identityThenDeath(self) -> None:
+        """
+        A backend that answers its C{ID} line and then closes, every time, is
+        retried with growing delays, not at once, and the client gets
+        C{ERR 503} at the deadline.
+        """
+        session, transport = self.openStream()
+        accepted = 0
+        while session in self.factory.sessions:
+            if len(self.reactor.tcpClients) > accepted:
+                accepted += 1
+                leg, _ = self.acceptLeg()
+                leg.dataReceived(IDLINE)
+                leg.connectionLost(Failure(ConnectionLost()))
+                continue
+            due = min(c.getTime() for c in self.reactor.getDelayedCalls())
+            self.reactor.advance(due - self.reactor.seconds())
+        self.assertRefusal(transport, 503)
+        self.assertAlmostEqual(self.reactor.seconds(), POLICY.deadline, places=6)
+        # 0, 1, 2, 4, 4, ... seconds apart: a handful, not thousands.
+        self.assertLess(len(self.reactor.tcpClients), 10)
+        self.assertClean()
+
+    def test_moreBytesThanTheFile(self) -> None:
+        """
+        Payload past the size the C{ID} line announced is never relayed; the
+        leg counts as broken and the stream goes on from a good backend.
+        """
+        session, transport = self.openStream()
+        leg, _ = self.acceptLeg()
+        leg.dataReceived(IDLINE + dataHeader(len(CONTENT) + 5) + CONTENT + b"extra")
+        payload, others = decode(transport.value())
+        self.assertEqual(payload, b"")
+        self.reactor.advance(0)
+        retry, retryTransport = self.acceptLeg()
+        self.assertEqual(retryTransport.value(), b"GETID big.bin 0\n")
+        self.feed(retry, framed(CONTENT))
+        self.assertComplete(transport)
+        self.assertClean()
+
     def test_negativeLength(self) -> None:
         """
         A C{DATA} header with a negative length counts as a broken backend.
