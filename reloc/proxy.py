@@ -65,7 +65,7 @@ from reloc.protocol import (
 from reloc.routes import Address, RoutesError, loadRoutes
 
 #: The most and the least a stream reads from its backend at a time.
-MAX_READ = 256 * 1024
+MAX_READ = 128 * 1024
 MIN_READ = 16 * 1024
 
 #: Payload bytes a new leg may have to read and drop to catch up with the
@@ -258,6 +258,7 @@ class ProxySession(Protocol):
             return
         self.factory.connections.add(self)
         self.factory.sessions.add(self)
+        self.factory.sessionAdded()
         self.delivered = 0
         self.clientPaused = False
         self._pausedAt = 0.0
@@ -301,8 +302,8 @@ class ProxySession(Protocol):
             self.candidate.transport.bufferSize = size
         self.transport.bufferSize = size + 64
         # Twisted sends at most SEND_LIMIT (128 KiB) per call and waits a
-        # reactor turn for the rest; a chunk should go in one call.
-        self.transport.SEND_LIMIT = max(128 * 1024, 2 * size)
+        # reactor turn for the rest; a chunk and its header should go in one.
+        self.transport.SEND_LIMIT = max(128 * 1024, size + 1024)
 
     def describe(self, now: float) -> dict[str, object]:
         """
@@ -789,7 +790,7 @@ class ProxyFactory(Factory):
         random: Callable[[], float] = random.random,
         maxConnections: int = 4096,
         clientTimeout: float = 120.0,
-        bufferMemory: int = 64 * 1024 * 1024,
+        bufferMemory: int = 32 * 1024 * 1024,
     ):
         """
         @param requestTimeout: seconds a client may take to send its request.
@@ -809,6 +810,7 @@ class ProxyFactory(Factory):
         self.maxConnections = maxConnections
         self.clientTimeout = clientTimeout
         self.bufferMemory = bufferMemory
+        self._sizedFor = 1
         self.sessions: set[ProxySession] = set()
         self.connections: set[ProxySession] = set()
         self._fileStamp = _stamp(routesPath)
@@ -857,6 +859,18 @@ class ProxyFactory(Factory):
             for session in list(self.sessions):
                 session.routeUpdated()
         return True
+
+    def sessionAdded(self) -> None:
+        """
+        Shrink every stream's buffers each time the number of sessions
+        doubles, so that a crowd arriving at once shares the buffer memory
+        instead of the first streams keeping large chunks.
+        """
+        if len(self.sessions) >= 2 * self._sizedFor:
+            self._sizedFor = len(self.sessions)
+            for session in self.sessions:
+                if session.leg is not None or session.candidate is not None:
+                    session.sizeBuffers()
 
     def chunkSize(self) -> int:
         """

@@ -45,7 +45,7 @@ class Options(usage.Options):
         ["max-connections", None, 4096, "Client connections served at once.", int],
         ["metrics", None, None, "Serve /metrics and /status over HTTP here."],
         ["grace", None, 30.0, "Seconds running streams get on SIGTERM.", float],
-        ["buffer-memory", None, 64, "MiB of relay buffers streams share.", int],
+        ["buffer-memory", None, 32, "MiB of relay buffers streams share.", int],
         [
             "client-timeout",
             None,
