@@ -199,7 +199,10 @@ class DownloadProtocol(Protocol):
             )
             return
         self.identity = identity
-        self._onIdentity(identity)
+        try:
+            self._onIdentity(identity)
+        except DownloadError as e:
+            self._fail(str(e))
 
     def _timedOut(self) -> None:
         self._idle = None
@@ -310,11 +313,16 @@ class Download:
             try:
                 with open(self._identityFile) as f:
                     self._identity = Identity.fromJSON(json.load(f))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, RecursionError) as e:
                 raise DownloadError(
                     f"cannot resume: no usable identity beside {self._partial} "
                     f"({e}); remove it to start over"
                 ) from None
+            if os.path.getsize(self._partial) > self._identity.size:
+                raise DownloadError(
+                    f"cannot resume: {self._partial} is longer than the file it "
+                    "came from; remove it to start over"
+                )
             self._sink = open(self._partial, "r+b")
             while block := self._sink.read(1024 * 1024):
                 self._hasher.update(block)
@@ -344,6 +352,12 @@ class Download:
         protocol.done.addCallbacks(self._complete, self._failed)
 
     def _identified(self, identity: Identity) -> None:
+        if self._sha256 is not None and identity.sha256 != self._sha256:
+            # Known from the ID line: no need to download the file first.
+            raise DownloadError(
+                f"the server's file has sha256 {identity.sha256}, "
+                f"not the expected {self._sha256}"
+            )
         self._onSize(identity.size)
         if self._identity is None:
             self._identity = identity
@@ -478,7 +492,7 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--out {arguments.out!r} must name a file, not a folder")
     if not os.path.isdir(os.path.dirname(os.path.abspath(arguments.out))):
         parser.error(f"--out {arguments.out!r}: its folder does not exist")
-    if not arguments.idle_timeout > 0:
+    if not 0 < arguments.idle_timeout < float("inf"):
         parser.error("--idle-timeout must be positive")
     if arguments.retries < 0:
         parser.error("--retries must not be negative")
@@ -526,8 +540,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome: list[int | Failure] = []
     d = download.start()
     d.addBoth(outcome.append)
-    d.addBoth(lambda ignored: reactor.stop())
     if not outcome:
+        # Failures found before connecting (a bad partial file) need no
+        # reactor at all.
+        d.addBoth(lambda ignored: reactor.stop())
         reactor.run()
     bar.close()
     if not outcome:

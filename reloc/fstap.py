@@ -15,6 +15,7 @@ from reloc.service import (
     ListeningService,
     checkEndpoint,
     endpointDescription,
+    finiteFloat,
     metricsService,
 )
 
@@ -25,11 +26,11 @@ class Options(usage.Options):
     optParameters = [
         ["port", "p", "5000", "Port number or endpoint description."],
         ["base", "b", None, "Folder whose files are served."],
-        ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
+        ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", finiteFloat],
         ["portfile", None, None, "Write the bound port number to this file."],
         ["max-connections", None, 4096, "Connections served at once.", int],
         ["metrics", None, None, "Serve /metrics over HTTP on this port."],
-        ["grace", None, 30.0, "Seconds running transfers get on SIGTERM.", float],
+        ["grace", None, 30.0, "Seconds running transfers get on SIGTERM.", finiteFloat],
     ]
 
     def postOptions(self) -> None:
@@ -64,12 +65,14 @@ def makeService(options: Options) -> IService:
         maxConnections=options["max-connections"],
     )
     top = MultiService()
+    # The metrics port is bound first: if it fails, no --portfile has been
+    # written yet for a server that is not going to run.
+    if options["metrics"] is not None:
+        root = makeRoot(factory.metrics.registry)
+        metricsService(reactor, options["metrics"], root).setServiceParent(top)
     ListeningService(
         reactor, endpointDescription(options["port"]), factory, options["portfile"]
     ).setServiceParent(top)
     DrainService(factory.drain, options["grace"]).setServiceParent(top)
     IgnoreHangup().setServiceParent(top)
-    if options["metrics"] is not None:
-        root = makeRoot(factory.metrics.registry)
-        metricsService(reactor, options["metrics"], root).setServiceParent(top)
     return top

@@ -18,6 +18,7 @@ from reloc.service import (
     ListeningService,
     checkEndpoint,
     endpointDescription,
+    finiteFloat,
     metricsService,
 )
 
@@ -31,27 +32,39 @@ class Options(usage.Options):
     optParameters = [
         ["port", "p", "7000", "Port number or endpoint description."],
         ["routes", "r", None, "JSON file mapping names to host:port."],
-        ["deadline", None, 30.0, "Seconds to find a new backend after a fault.", float],
+        [
+            "deadline",
+            None,
+            30.0,
+            "Seconds to find a new backend after a fault.",
+            finiteFloat,
+        ],
         [
             "connect-timeout",
             None,
             5.0,
             "Seconds one backend connection may take.",
-            float,
+            finiteFloat,
         ],
-        ["stall-timeout", None, 30.0, "Seconds a backend may stall a stream.", float],
-        ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", float],
+        [
+            "stall-timeout",
+            None,
+            30.0,
+            "Seconds a backend may stall a stream.",
+            finiteFloat,
+        ],
+        ["idle-timeout", None, 30.0, "Seconds a client may take to ask.", finiteFloat],
         ["portfile", None, None, "Write the bound port number to this file."],
         ["max-connections", None, 4096, "Client connections served at once.", int],
         ["metrics", None, None, "Serve /metrics and /status over HTTP here."],
-        ["grace", None, 30.0, "Seconds running streams get on SIGTERM.", float],
+        ["grace", None, 30.0, "Seconds running streams get on SIGTERM.", finiteFloat],
         ["buffer-memory", None, 32, "MiB of relay buffers streams share.", int],
         [
             "client-timeout",
             None,
             120.0,
             "Seconds a client may go without reading before it is dropped.",
-            float,
+            finiteFloat,
         ],
     ]
 
@@ -126,12 +139,14 @@ def makeService(options: Options) -> IService:
         bufferMemory=options["buffer-memory"] * 1024 * 1024,
     )
     top = MultiService()
+    # The metrics port is bound first: if it fails, no --portfile has been
+    # written yet for a proxy that is not going to run.
+    if options["metrics"] is not None:
+        root = makeRoot(factory.metrics.registry, factory.status)
+        metricsService(reactor, options["metrics"], root).setServiceParent(top)
     ListeningService(
         reactor, endpointDescription(options["port"]), factory, options["portfile"]
     ).setServiceParent(top)
     ReloadOnHangup(reactor, factory).setServiceParent(top)
     DrainService(factory.drain, options["grace"]).setServiceParent(top)
-    if options["metrics"] is not None:
-        root = makeRoot(factory.metrics.registry, factory.status)
-        metricsService(reactor, options["metrics"], root).setServiceParent(top)
     return top

@@ -4,6 +4,7 @@ Service pieces shared by the two twistd plugins.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from collections.abc import Callable
@@ -52,6 +53,26 @@ def checkEndpoint(description: str) -> None:
         serverFromString(None, description)
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{description!r} is not a port or endpoint: {e}") from None
+    kind, _, rest = description.partition(":")
+    if kind == "tcp":
+        positional = [f for f in rest.split(":") if "=" not in f]
+        port = positional[0] if positional else ""
+        if port.isdigit() and int(port) > 65535:
+            raise ValueError(f"{port} is not a port number (0-65535)")
+
+
+def finiteFloat(text: str) -> float:
+    """
+    Coerce an option to a float that is neither NaN nor infinite: a
+    timeout of NaN would compare as neither too small nor ever reached.
+    """
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+finiteFloat.coerceDoc = "A finite number."  # type: ignore[attr-defined]
 
 
 class ListeningService(Service):

@@ -249,7 +249,11 @@ if [[ ! $pid =~ ^[0-9]{1,10}$ ]] || ((10#$pid < 2)); then
 fi
 pid=$((10#$pid))
 kill -0 "$pid" 2>/dev/null ||
-    die "$EXIT_PIDFILE" "process $pid (from $pidfile) is not alive"
+    die "$EXIT_PIDFILE" "process $pid (from $pidfile) is not alive or cannot be signalled"
+# A mixed-up pidfile naming a file server would make the move a silent no-op.
+if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' </proc/"$pid"/cmdline | grep -qw relocfs; then
+    die "$EXIT_PIDFILE" "process $pid (from $pidfile) is a relocfs file server, not the proxy"
+fi
 echo "proxy ok: pid $pid is alive"
 
 # ---------------------------------------------------------------------------
@@ -332,7 +336,7 @@ except OSError as e:
     fail(f"cannot read {path}: {e.strerror}")
 try:
     table = json.loads(raw.decode("utf-8"))
-except (UnicodeDecodeError, ValueError) as e:
+except (UnicodeDecodeError, ValueError, RecursionError) as e:
     fail(f"{path} is not JSON: {e}")
 if not isinstance(table, dict):
     fail(f"{path} is not a JSON object")

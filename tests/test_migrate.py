@@ -583,6 +583,25 @@ class MigrateFailureTests(MigrateTestMixin, SynchronousTestCase):
         self.assertFailed(self.migrate(), EXIT_PIDFILE)
         self.assertNothingCopied()
 
+    def test_pidfileOfFileServer(self) -> None:
+        """
+        A pidfile naming a relocfs file server instead of the proxy fails
+        with code 4 and nothing is copied, rather than signal a process that
+        has no routes to reload.
+        """
+        self.addSource()
+        server = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "relocfs"]
+        )
+        self.addCleanup(server.wait)
+        self.addCleanup(server.kill)
+        self.pidfile.write_text(f"{server.pid}\n")
+        result = self.migrate()
+        self.assertFailed(result, EXIT_PIDFILE)
+        self.assertIn("relocfs file server", result.stderr)
+        self.assertNothingCopied()
+        self.assertIsNone(server.poll())
+
     def test_missingPidfile(self) -> None:
         """
         A pidfile that does not exist fails with code 4 and nothing is copied.

@@ -401,6 +401,50 @@ class ResumeTests(RelocationTestCase):
         self.assertOutput(out, CONTENT)
 
     @inlineCallbacks
+    def test_partialLongerThanFile(self):
+        """
+        A partial file longer than the file it came from is refused before
+        any connection is made.
+        """
+        download, out = self.makeDownload(self.proxyPort, resume=True)
+        self.writePartial(out, CONTENT + b"more", identityOf(CONTENT))
+
+        error = yield self.assertFailure(download.start(), DownloadError)
+
+        self.assertIn("longer than the file", str(error))
+        self.assertEqual(self.server.requests, [])
+        self.assertNoOutput(out)
+
+    @inlineCallbacks
+    def test_nestedIdentityFile(self):
+        """
+        An identity file of deeply nested JSON is refused like any other
+        unusable one, with a DownloadError rather than a crash.
+        """
+        download, out = self.makeDownload(self.proxyPort, resume=True)
+        self.writePartial(out, CONTENT[:10], None)
+        with open(out + ".part.id", "w") as f:
+            f.write("[" * 100000)
+
+        error = yield self.assertFailure(download.start(), DownloadError)
+
+        self.assertIn("cannot resume", str(error))
+
+    @inlineCallbacks
+    def test_expectedDigestDiffersFromServer(self):
+        """
+        A C{sha256} the server's C{ID} line already contradicts fails the
+        download before any payload is written.
+        """
+        download, out = self.makeDownload(self.proxyPort, sha256="0" * 64)
+
+        error = yield self.assertFailure(download.start(), DownloadError)
+
+        self.assertIn("not the expected", str(error))
+        self.assertFalse(os.path.exists(out + ".part"))
+        self.assertNoOutput(out)
+
+    @inlineCallbacks
     def test_changedSameSize(self):
         """
         A partial file from an earlier version of the same size is not
