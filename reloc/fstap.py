@@ -11,9 +11,9 @@ from twisted.python import usage
 
 from reloc.service import (
     DrainService,
-    IgnoreHangup,
+    HangupService,
     ListeningService,
-    checkEndpoint,
+    checkEndpointOptions,
     endpointDescription,
     finiteFloat,
     metricsService,
@@ -34,12 +34,7 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        for name in ("port", "metrics"):
-            if self[name] is not None:
-                try:
-                    checkEndpoint(endpointDescription(self[name]))
-                except ValueError as e:
-                    raise usage.UsageError(f"--{name}: {e}") from None
+        checkEndpointOptions(self)
         if self["base"] is None:
             raise usage.UsageError("--base is required")
         if not os.path.isdir(self["base"]):
@@ -74,5 +69,5 @@ def makeService(options: Options) -> IService:
         reactor, endpointDescription(options["port"]), factory, options["portfile"]
     ).setServiceParent(top)
     DrainService(factory.drain, options["grace"]).setServiceParent(top)
-    IgnoreHangup().setServiceParent(top)
+    HangupService().setServiceParent(top)
     return top

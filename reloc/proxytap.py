@@ -4,10 +4,9 @@ The C{relocproxy} twistd plugin: the relocating proxy.
 
 from __future__ import annotations
 
-import signal
 from typing import Any
 
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
 from reloc.metrics import makeRoot
@@ -15,8 +14,9 @@ from reloc.proxy import ProxyFactory, RetryPolicy
 from reloc.routes import RoutesError, loadRoutes
 from reloc.service import (
     DrainService,
+    HangupService,
     ListeningService,
-    checkEndpoint,
+    checkEndpointOptions,
     endpointDescription,
     finiteFloat,
     metricsService,
@@ -69,12 +69,7 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
-        for name in ("port", "metrics"):
-            if self[name] is not None:
-                try:
-                    checkEndpoint(endpointDescription(self[name]))
-                except ValueError as e:
-                    raise usage.UsageError(f"--{name}: {e}") from None
+        checkEndpointOptions(self)
         if self["routes"] is None:
             raise usage.UsageError("--routes is required")
         try:
@@ -91,31 +86,20 @@ class Options(usage.Options):
             raise usage.UsageError("--grace must not be negative")
 
 
-class ReloadOnHangup(Service):
+class ReloadOnHangup(HangupService):
     """
     Re-read the routes on SIGHUP.
 
-    twistd installs no SIGHUP handler, and the default action ends the
-    process.  The handler only schedules the reload: the reload itself runs
-    on the reactor thread, never inside the signal handler.
+    The handler only schedules the reload: the reload itself runs on the
+    reactor thread, never inside the signal handler.
     """
 
     def __init__(self, reactor: Any, factory: ProxyFactory):
+        super().__init__()
         self._reactor = reactor
         self._factory = factory
-        self._previous: Any = None
 
-    def startService(self) -> None:
-        Service.startService(self)
-        self._previous = signal.signal(signal.SIGHUP, self._hangup)
-
-    def stopService(self) -> None:
-        Service.stopService(self)
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
-
-    def _hangup(self, signum: int, frame: object) -> None:
+    def onHangup(self, signum: int, frame: object) -> None:
         self._reactor.callFromThread(self._factory.reload)
 
 

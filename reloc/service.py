@@ -16,6 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -172,23 +173,23 @@ def metricsService(reactor: Any, port: str, root: Resource) -> ListeningService:
     return ListeningService(reactor, endpointDescription(port), site)
 
 
-class IgnoreHangup(Service):
+class HangupService(Service):
     """
-    Ignore SIGHUP while running.
+    Own SIGHUP while running, and give the previous handler back on stop.
 
-    twistd installs no handler for it and the default action ends the
-    process; a file server has nothing to reload, and a SIGHUP meant for the
-    proxy (a mixed-up pidfile) should not take a backend down.
+    twistd installs no handler for it, and the default action ends the
+    process.  This one ignores it: a file server has nothing to reload, and
+    a SIGHUP meant for the proxy (a mixed-up pidfile) should not take a
+    backend down.  Subclasses act in L{onHangup}, which runs inside the
+    signal handler and so may only schedule work (nothing is logged there).
     """
-
-    log = Logger()
 
     def __init__(self) -> None:
         self._previous: Any = None
 
     def startService(self) -> None:
         Service.startService(self)
-        self._previous = signal.signal(signal.SIGHUP, self._hangup)
+        self._previous = signal.signal(signal.SIGHUP, self.onHangup)
 
     def stopService(self) -> None:
         Service.stopService(self)
@@ -196,6 +197,19 @@ class IgnoreHangup(Service):
             signal.signal(signal.SIGHUP, self._previous)
             self._previous = None
 
-    def _hangup(self, signum: int, frame: object) -> None:
-        # Nothing is logged here: logging is not safe in a signal handler.
+    def onHangup(self, signum: int, frame: object) -> None:
         pass
+
+
+def checkEndpointOptions(options: usage.Options) -> None:
+    """
+    Check the C{--port} and C{--metrics} options of a plugin.
+
+    @raise usage.UsageError: naming the option, if one does not parse.
+    """
+    for name in ("port", "metrics"):
+        if options[name] is not None:
+            try:
+                checkEndpoint(endpointDescription(options[name]))
+            except ValueError as e:
+                raise usage.UsageError(f"--{name}: {e}") from None
