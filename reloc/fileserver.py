@@ -19,7 +19,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,6 +39,7 @@ from reloc.protocol import (
     encodeError,
     parseRequest,
 )
+from reloc.service import drainConnections
 
 log = Logger()
 
@@ -405,26 +405,18 @@ class FileServerFactory(Factory):
 
         @return: fires once every connection is closed.
         """
-        deadline = self.clock.seconds() + grace
-        closing: list[Any] = []
 
-        def check() -> None:
-            if self.connections and self.clock.seconds() >= deadline:
+        def cut() -> None:
+            if self.connections:
                 log.warn(
                     "grace period over: closing {count} connections",
                     event="fs.shutdown",
                     count=len(self.connections),
                 )
-                for protocol in list(self.connections):
-                    closing.append(protocol.transport)
-                    self.connections.discard(protocol)
-                    protocol.shutDown()
-            if not self.connections and all(t.disconnected for t in closing):
-                loop.stop()
+            for protocol in list(self.connections):
+                protocol.shutDown()
 
-        loop = LoopingCall(check)
-        loop.clock = self.clock
-        return loop.start(0.05, now=True).addCallback(lambda ignored: None)
+        return drainConnections(self.clock, grace, self.connections, cut)
 
     def _runInPool(self, f: Callable[..., str], *args: object) -> Deferred[str]:
         reactor: Any = self.clock

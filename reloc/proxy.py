@@ -63,6 +63,7 @@ from reloc.protocol import (
     parseRequest,
 )
 from reloc.routes import Address, RoutesError, loadRoutes
+from reloc.service import drainConnections
 
 #: The most and the least a stream reads from its backend at a time.
 MAX_READ = 128 * 1024
@@ -72,10 +73,6 @@ MIN_READ = 16 * 1024
 #: offset the old leg reached while the new one was being checked; further
 #: behind, it is asked again from the current offset instead.
 MAX_SKIP = 1024 * 1024
-
-#: Seconds after the grace period that clients get to take their last bytes
-#: and the C{ERR} line, before their connections are cut.
-_FLUSH_TIME = 5.0
 
 #: Backend refusals about the request itself, passed on to the client when
 #: they answer the first leg of a stream.  Any other refusal means the backend
@@ -144,13 +141,6 @@ class BackendLeg(Protocol):
         self.answerCall: IDelayedCall | None = None
         self.lastActivity = session.factory.clock.seconds()
         self._decoder = FrameDecoder(expectIdentity=True)
-
-    @property
-    def endOffset(self) -> int:
-        """
-        The file offset just past the last payload byte this leg decoded.
-        """
-        return self.requestOffset + self._decoder.offset
 
     def connectionMade(self) -> None:
         if self.retired:
@@ -602,7 +592,9 @@ class ProxySession(Protocol):
             self._cancel("_deadlineCall")
         self.delivered += len(data)
         self.factory.relayedBytes += len(data)
-        self._lastDelivery = now = self.factory.clock.seconds()
+        # The leg noted the time when these bytes arrived: one clock read per
+        # chunk is enough.
+        self._lastDelivery = now = leg.lastActivity
         if self._movedAt is not None:
             self.factory.metrics.switchStall.observe(now - self._movedAt)
             self._movedAt = None
@@ -903,32 +895,18 @@ class ProxyFactory(Factory):
 
         @return: fires once every client connection is closed.
         """
-        deadline = self.clock.seconds() + grace
-        cutAt: list[float] = []
 
-        def check() -> None:
-            now = self.clock.seconds()
-            if not cutAt and now >= deadline:
-                cutAt.append(now)
-                if self.sessions:
-                    self.log.warn(
-                        "grace period over: closing {count} streams",
-                        event="proxy.shutdown",
-                        count=len(self.sessions),
-                    )
-                for session in list(self.sessions):
-                    session.closeWithError("proxy shutting down", "shutdown")
-            elif cutAt and now >= cutAt[0] + _FLUSH_TIME:
-                # Clients that do not read even their last bytes are cut.
-                for session in list(self.connections):
-                    session.transport.abortConnection()
-            if not self.connections:
-                loop.stop()
+        def cut() -> None:
+            if self.sessions:
+                self.log.warn(
+                    "grace period over: closing {count} streams",
+                    event="proxy.shutdown",
+                    count=len(self.sessions),
+                )
+            for session in list(self.sessions):
+                session.closeWithError("proxy shutting down", "shutdown")
 
-        loop = LoopingCall(check)
-        loop.clock = self.clock
-        finished = loop.start(0.05, now=True)
-        return finished.addCallback(lambda ignored: None)
+        return drainConnections(self.clock, grace, self.connections, cut)
 
     def refreshRoutes(self) -> None:
         """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.application.service import Service
@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -213,3 +214,42 @@ def checkEndpointOptions(options: usage.Options) -> None:
                 checkEndpoint(endpointDescription(options[name]))
             except ValueError as e:
                 raise usage.UsageError(f"--{name}: {e}") from None
+
+
+#: Seconds after the grace period that peers get to take their last bytes
+#: and the C{ERR} line, before their connections are cut.
+FLUSH_TIME = 5.0
+
+
+def drainConnections(
+    clock: Any,
+    grace: float,
+    connections: Collection[Any],
+    cut: Callable[[], object],
+) -> Deferred[None]:
+    """
+    Wait for C{connections} (protocols that leave it in C{connectionLost})
+    to close by themselves for up to C{grace} seconds, then call C{cut} once
+    to end those still running, and abort what is still open
+    L{FLUSH_TIME} seconds after that.
+
+    @return: fires once C{connections} is empty.
+    """
+    deadline = clock.seconds() + grace
+    cutAt: list[float] = []
+
+    def check() -> None:
+        now = clock.seconds()
+        if not cutAt and now >= deadline:
+            cutAt.append(now)
+            cut()
+        elif cutAt and now >= cutAt[0] + FLUSH_TIME:
+            # Peers that do not read even their last bytes are cut.
+            for protocol in list(connections):
+                protocol.transport.abortConnection()
+        if not connections:
+            loop.stop()
+
+    loop = LoopingCall(check)
+    loop.clock = clock
+    return loop.start(0.05, now=True).addCallback(lambda ignored: None)
