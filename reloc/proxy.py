@@ -419,30 +419,25 @@ class ProxySession(Protocol):
             return
         if leg is self.candidate:
             self.candidate = None
-            self.log.warn(
-                "backend {backend} not ready for {name} at offset {offset}: {why}",
-                event="backend.notready",
-                backend=str(leg.address),
-                name=self.request.name,
-                offset=self.offset,
-                why=why,
-            )
+            event, verdict = "backend.notready", "not ready"
         elif leg is self.leg:
             self.leg = None
-            self.log.warn(
-                "backend {backend} failed for {name} at offset {offset}: {why}",
-                event="backend.failed",
-                backend=str(leg.address),
-                name=self.request.name,
-                offset=self.offset,
-                why=why,
-            )
+            event, verdict = "backend.failed", "failed"
             if leg.progressed:
                 # A leg that delivered bytes was a success: the next break
                 # starts the delays again.
                 self._attempts = 0
         else:
             return
+        self.log.warn(
+            "backend {backend} {verdict} for {name} at offset {offset}: {why}",
+            event=event,
+            verdict=verdict,
+            backend=str(leg.address),
+            name=self.request.name,
+            offset=self.offset,
+            why=why,
+        )
         if self.leg is None and self._deadlineCall is None:
             self._deadlineCall = self.factory.clock.callLater(
                 self.factory.policy.deadline, self._giveUp
