@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from typing import Any, cast
@@ -25,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.logger import eventFromJSON, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_processes import MIGRATE, TWISTD, ProcessHarness, decodeFrames
+from tests.test_processes import TWISTD, ProcessHarness, decodeFrames
 
 #: Bytes a reader that plays a slow client takes per second.
 SLOW_RATE = 2 * 1024 * 1024
@@ -178,18 +177,7 @@ class OperatedHarness(ProcessHarness, SynchronousTestCase):
         Start C{reloc.client} downloading C{big.bin} to C{out/big.bin}.
         """
         client = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reloc.client",
-                "--proxy",
-                f"127.0.0.1:{proxyPort}",
-                "--name",
-                "big.bin",
-                "--out",
-                self.output,
-                *arguments,
-            ],
+            self.clientCommand(proxyPort, self.output, *arguments),
             cwd=self.work,
             stderr=subprocess.PIPE,
             text=True,
@@ -301,21 +289,7 @@ class MigrationOperatingTests(OperatedHarness):
         client then completes with the right bytes.
         """
         migrate = subprocess.run(
-            [
-                MIGRATE,
-                "--name",
-                "big.bin",
-                "--from",
-                os.path.join(self.work, "filesA"),
-                "--to",
-                os.path.join(self.work, "filesB"),
-                "--backend",
-                f"127.0.0.1:{self.portB}",
-                "--routes",
-                self.routes,
-                "--pidfile",
-                os.path.join(self.work, "proxy.pid"),
-            ],
+            self.migrateCommand(self.portB, self.routes),
             capture_output=True,
             text=True,
         )

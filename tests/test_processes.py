@@ -63,6 +63,46 @@ class ProcessHarness:
         with open(portFile) as f:
             return int(f.read())
 
+    def clientCommand(self, proxyPort: int, output: str, *arguments: str) -> list[str]:
+        """
+        @return: the command line of C{reloc.client} downloading C{big.bin}
+            through the proxy on C{proxyPort} to C{output}.
+        """
+        return [
+            sys.executable,
+            "-m",
+            "reloc.client",
+            "--proxy",
+            f"127.0.0.1:{proxyPort}",
+            "--name",
+            "big.bin",
+            "--out",
+            output,
+            *arguments,
+        ]
+
+    def migrateCommand(self, portB: int, routes: str) -> list[str]:
+        """
+        @return: the command line of C{migrate.sh} moving C{big.bin} from
+            C{filesA} to C{filesB}, served on C{portB}, and signalling the
+            proxy whose pidfile is C{proxy.pid}.
+        """
+        return [
+            MIGRATE,
+            "--name",
+            "big.bin",
+            "--from",
+            os.path.join(self.work, "filesA"),
+            "--to",
+            os.path.join(self.work, "filesB"),
+            "--backend",
+            f"127.0.0.1:{portB}",
+            "--routes",
+            routes,
+            "--pidfile",
+            os.path.join(self.work, "proxy.pid"),
+        ]
+
     def stopProcess(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
             process.terminate()
@@ -122,19 +162,7 @@ class PluginProcessTests(ProcessHarness, SynchronousTestCase):
         proxyPort = self.startPlugin("proxy", "relocproxy", "--routes", routes)
         output = os.path.join(self.work, "out", "big.bin")
         client = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reloc.client",
-                "--proxy",
-                f"127.0.0.1:{proxyPort}",
-                "--name",
-                "big.bin",
-                "--out",
-                output,
-                "--limit-rate",
-                str(SIZE // 10),
-            ],
+            self.clientCommand(proxyPort, output, "--limit-rate", str(SIZE // 10)),
             cwd=self.work,
             stderr=subprocess.PIPE,
         )
@@ -145,21 +173,7 @@ class PluginProcessTests(ProcessHarness, SynchronousTestCase):
             time.sleep(0.02)
 
         migrate = subprocess.run(
-            [
-                MIGRATE,
-                "--name",
-                "big.bin",
-                "--from",
-                os.path.join(self.work, "filesA"),
-                "--to",
-                os.path.join(self.work, "filesB"),
-                "--backend",
-                f"127.0.0.1:{portB}",
-                "--routes",
-                routes,
-                "--pidfile",
-                os.path.join(self.work, "proxy.pid"),
-            ],
+            self.migrateCommand(portB, routes),
             capture_output=True,
             text=True,
         )

@@ -9,7 +9,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -55,15 +54,8 @@ class ProxyRestartTests(ProcessHarness, SynchronousTestCase):
         errors = open(os.path.join(self.work, "client.err"), "w+")
         self.addCleanup(errors.close)
         client = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reloc.client",
-                "--proxy",
-                f"127.0.0.1:{proxyPort}",
-                "--name",
-                "big.bin",
-                "--out",
+            self.clientCommand(
+                proxyPort,
                 output,
                 "--limit-rate",
                 str(RATE),
@@ -71,7 +63,7 @@ class ProxyRestartTests(ProcessHarness, SynchronousTestCase):
                 "8",
                 "--progress",
                 "always",
-            ],
+            ),
             cwd=self.work,
             stderr=errors,
         )
